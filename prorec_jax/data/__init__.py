@@ -1,0 +1,1 @@
+"""Datasets: readers for each source, the leave-one-out split and batching."""

@@ -1,0 +1,73 @@
+"""The stages of PRORec in order, dispatched through one dict, and the end-of-run report."""
+import importlib
+import os
+import time
+
+from absl import logging
+
+from prorec_jax import artifacts
+
+# stage -> module with run(config, workdir), or the issue that will add it.
+STAGES = {
+    "data": "prorec_jax.data.stage",
+    "embed": "prorec_jax.embed",
+    "align": "issue #4",
+    "codes": "issue #5",
+    "train": "issue #6",
+    "eval": "issue #6",
+    "analyze": "issue #5",
+}
+ORDER = tuple(STAGES)
+
+
+def implemented(stage):
+  return STAGES[stage].startswith("prorec_jax.")
+
+
+def run_stage(stage, config, workdir, force=False):
+  if stage not in STAGES:
+    raise ValueError(f"unknown stage {stage!r}; choose one of {ORDER + ('all',)}")
+  if not implemented(stage):
+    raise NotImplementedError(f"stage {stage!r} is not implemented yet ({STAGES[stage]})")
+  if force:
+    artifacts.clear_done(workdir, stage)
+  module = importlib.import_module(STAGES[stage])
+  t0 = time.time()
+  logging.info("=== stage %s ===", stage)
+  module.run(config, workdir)
+  logging.info("=== stage %s finished in %.1fs ===", stage, time.time() - t0)
+
+
+def run(stage, config, workdir, force=False):
+  """Runs one stage, or with ``all`` every implemented stage in order; returns the skipped ones."""
+  os.makedirs(workdir, exist_ok=True)
+  artifacts.save_json(os.path.join(workdir, "config.json"), config.to_dict())
+  if stage != "all":
+    run_stage(stage, config, workdir, force)
+    return []
+  missing = [s for s in ORDER if not implemented(s)]
+  for s in ORDER:
+    if implemented(s):
+      run_stage(s, config, workdir, force)
+  if missing:
+    logging.warning("not implemented yet, skipped: %s",
+                    ", ".join(f"{s} ({STAGES[s]})" for s in missing))
+  return missing
+
+
+def metrics_table(workdir, ks=(5, 10, 20)):
+  """Markdown table of the run's metrics; baselines are labelled as such, never as PRORec."""
+  rows = []
+  results = os.path.join(workdir, "eval", "results.json")
+  if os.path.exists(results):
+    r = artifacts.load_json(results)
+    rows += [("PRORec", split, r[split]) for split in ("valid", "test")]
+  base = os.path.join(workdir, "data", "baselines.json")
+  if os.path.exists(base):
+    for method, res in artifacts.load_json(base).items():
+      rows += [(f"{method} (baseline)", split, res[split]) for split in ("valid", "test")]
+  cols = [f"{m}@{k}" for m in ("recall", "ndcg") for k in ks]
+  lines = ["| model | split | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+  for model, split, m in rows:
+    lines.append(f"| {model} | {split} | " + " | ".join(f"{m[c]:.4f}" for c in cols) + " |")
+  return "\n".join(lines)

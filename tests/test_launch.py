@@ -1,0 +1,102 @@
+"""Launcher dispatch, atomic/skip/resume behaviour and the absl entry point."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs import prorec
+from prorec_jax import artifacts
+from prorec_jax import pipeline
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cfg(**synthetic):
+  c = prorec.get_config("dataset=synthetic,runlocal=True")
+  with c.unlocked():
+    c.data.synthetic.update(synthetic)
+  return c
+
+
+def _mtime(workdir):
+  return os.stat(os.path.join(workdir, "data", "sequences.npz")).st_mtime_ns
+
+
+def test_data_stage_writes_contract_artifacts(tmp_path):
+  pipeline.run("data", _cfg(), str(tmp_path))
+  st = artifacts.load_json(tmp_path / "data" / "stats.json")
+  assert st["num_users"] == 300 and st["num_items"] == 150
+  assert st["num_interactions"] > 0
+  assert (tmp_path / "config.json").exists()
+  assert not [p for p in (tmp_path / "data").iterdir() if p.name.startswith(".tmp")]
+
+
+def test_rerun_skips_and_config_change_or_force_redoes(tmp_path):
+  wd = str(tmp_path)
+  pipeline.run("data", _cfg(), wd)
+  first = _mtime(wd)
+  pipeline.run("data", _cfg(), wd)
+  assert _mtime(wd) == first  # same config: skipped
+  pipeline.run("data", _cfg(), wd, force=True)
+  second = _mtime(wd)
+  assert second != first
+  pipeline.run("data", _cfg(num_users=200), wd)
+  assert _mtime(wd) != second
+  assert artifacts.load_json(tmp_path / "data" / "stats.json")["num_users"] == 200
+
+
+def test_killed_run_resumes(tmp_path):
+  wd = str(tmp_path)
+  pipeline.run("data", _cfg(), wd)
+  os.remove(tmp_path / "data" / "stats.json")  # as if killed before finishing its outputs
+  pipeline.run("data", _cfg(), wd)
+  assert (tmp_path / "data" / "stats.json").exists()
+
+
+def test_downstream_fingerprint_follows_upstream(tmp_path):
+  wd = str(tmp_path)
+  pipeline.run("data", _cfg(), wd)
+  a = artifacts.fingerprint(_cfg(), ["embed"], wd, upstream=("data",))
+  pipeline.run("data", _cfg(num_users=200), wd)
+  assert artifacts.fingerprint(_cfg(), ["embed"], wd, upstream=("data",)) != a
+  with pytest.raises(FileNotFoundError, match="--stage=codes"):
+    artifacts.stage_fingerprint(wd, "codes")
+
+
+def test_dispatch_covers_every_stage_and_refuses_unimplemented(tmp_path):
+  assert pipeline.ORDER == ("data", "embed", "align", "codes", "train", "eval", "analyze")
+  for stage in pipeline.ORDER:
+    if not pipeline.implemented(stage):
+      with pytest.raises(NotImplementedError, match="not implemented yet"):
+        pipeline.run(stage, _cfg(), str(tmp_path))
+  with pytest.raises(ValueError, match="unknown stage"):
+    pipeline.run("fit", _cfg(), str(tmp_path))
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+  class Boom(Exception):
+    pass
+  def write(f):
+    f.write(b"partial")
+    raise Boom
+  with pytest.raises(Boom):
+    artifacts._atomic(str(tmp_path / "x.npy"), write, "wb")
+  assert list(tmp_path.iterdir()) == []
+
+
+def _launch(*args):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, "launch.py", *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_launcher_data_stage_and_config_typo(tmp_path):
+  cfg = "--config=configs/prorec.py:dataset=synthetic,runlocal=True"
+  r = _launch(cfg, f"--workdir={tmp_path}", "--stage=data")
+  assert r.returncode == 0, r.stderr
+  assert (tmp_path / "data" / "stats.json").exists()
+  r = _launch(cfg, "--config.data.nmae=x", f"--workdir={tmp_path}", "--stage=data")
+  assert r.returncode != 0 and "nmae" in r.stderr
+  r = _launch("--config=configs/prorec.py:dataset=amazon", f"--workdir={tmp_path}", "--stage=data")
+  assert r.returncode != 0 and "unknown dataset" in r.stderr
