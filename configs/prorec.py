@@ -86,10 +86,20 @@ def get_config(arg=None):
 
   c.codes = q = ml_collections.ConfigDict()
   q.method = "hkm"  # "hkm" | "random" | "rqvae" | "rkmeans"
+  q.input = "integrated"  # which align/*.npy to quantise (or "semantic": embed/semantic.npy)
   q.k = 256
   q.kmeans_iters = 50
   q.kmeans_tol = 1e-4
-  q.init = "kmeans++"
+  q.init = "kmeans++"  # "kmeans++" | "random"
+  q.levels = 3  # rqvae / rkmeans: residual levels before the collision suffix
+  q.rqvae = ml_collections.ConfigDict(dict(
+      latent_dim=32, hidden=(256, 128), epochs=100, batch_size=1024, lr=1e-3, beta=0.25))
+
+  c.analyze = z = ml_collections.ConfigDict()
+  z.collab_workdir = ""  # workdir of a fusion=collab_only run: the collaborative reference
+  z.temperature = 0.1  # softmax temperature of the neighbourhood distributions
+  z.knn = 10
+  z.tsne_items = 2000  # items drawn for the t-SNE plot
 
   c.generate = g = ml_collections.ConfigDict()
   g.model = ml_collections.ConfigDict(dict(MODEL_SIZES[args["variant"]], dropout=0.1))

@@ -1,5 +1,6 @@
 """The stages of PRORec in order, dispatched through one dict, and the end-of-run report."""
 import importlib
+import importlib.util
 import os
 import time
 
@@ -7,31 +8,32 @@ from absl import logging
 
 from prorec_jax import artifacts
 
-# stage -> module with run(config, workdir), or the issue that will add it.
+# stage -> (module with run(config, workdir), the issue that builds it). A stage whose module does
+# not exist yet is reported as not implemented and skipped by --stage=all.
 STAGES = {
-    "data": "prorec_jax.data.stage",
-    "embed": "prorec_jax.embed",
-    "align": "issue #4",
-    "codes": "issue #5",
-    "train": "issue #6",
-    "eval": "issue #6",
-    "analyze": "issue #5",
+    "data": ("prorec_jax.data.stage", "#2"),
+    "embed": ("prorec_jax.embed", "#3"),
+    "align": ("prorec_jax.align", "#4"),
+    "codes": ("prorec_jax.codes", "#5"),
+    "train": ("prorec_jax.generate", "#6"),
+    "eval": ("prorec_jax.evaluate", "#6"),
+    "analyze": ("prorec_jax.analysis", "#5"),
 }
 ORDER = tuple(STAGES)
 
 
 def implemented(stage):
-  return STAGES[stage].startswith("prorec_jax.")
+  return importlib.util.find_spec(STAGES[stage][0]) is not None
 
 
 def run_stage(stage, config, workdir, force=False):
   if stage not in STAGES:
     raise ValueError(f"unknown stage {stage!r}; choose one of {ORDER + ('all',)}")
   if not implemented(stage):
-    raise NotImplementedError(f"stage {stage!r} is not implemented yet ({STAGES[stage]})")
+    raise NotImplementedError(f"stage {stage!r} is not implemented yet (issue {STAGES[stage][1]})")
   if force:
     artifacts.clear_done(workdir, stage)
-  module = importlib.import_module(STAGES[stage])
+  module = importlib.import_module(STAGES[stage][0])
   t0 = time.time()
   logging.info("=== stage %s ===", stage)
   module.run(config, workdir)
@@ -51,7 +53,7 @@ def run(stage, config, workdir, force=False):
       run_stage(s, config, workdir, force)
   if missing:
     logging.warning("not implemented yet, skipped: %s",
-                    ", ".join(f"{s} ({STAGES[s]})" for s in missing))
+                    ", ".join(f"{s} (issue {STAGES[s][1]})" for s in missing))
   return missing
 
 
