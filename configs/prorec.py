@@ -79,14 +79,20 @@ def get_config(arg=None):
   a.mal = "adaln"  # "adaln" | "linear"
   a.cka_weight = 1.0
   a.tau = 0.07
-  a.num_negatives = 256
-  a.model = ml_collections.ConfigDict(dict(width=128, attention_mlp=(80, 40), mlp=(200, 80)))
+  a.num_negatives = 16  # uniformly sampled per example for the next-item softmax (eq. 4)
+  a.export = "collaborative"  # integrated embedding for prorec: "collaborative" | "mapped" | "mean"
+  a.model = ml_collections.ConfigDict(dict(
+      width=128, attention_mlp=(80, 40), mlp=(200, 80), attention_softmax=False))
   a.optim = ml_collections.ConfigDict(dict(
-      lr=1e-3, warmup_steps=500, batch_size=256, max_epochs=50, patience=5))
+      lr=1e-3, warmup_steps=500, batch_size=256, max_epochs=30, patience=3, chunk_steps=100))
+  # Full ranking: exact DIN scores on a shortlist of this many items retrieved by dot product
+  # (0 = score every item exactly). Early stopping uses eval_users validation users (0 = all).
+  a.shortlist = 200
+  a.eval_users = 4096
 
   c.codes = q = ml_collections.ConfigDict()
   q.method = "hkm"  # "hkm" | "random" | "rqvae" | "rkmeans"
-  q.input = "integrated"  # which align/*.npy to quantise (or "semantic": embed/semantic.npy)
+  q.input = "integrated"  # integrated | collaborative | semantic_mapped (align/*.npy) | semantic
   q.k = 256
   q.kmeans_iters = 50
   q.kmeans_tol = 1e-4
@@ -100,6 +106,9 @@ def get_config(arg=None):
   z.temperature = 0.1  # softmax temperature of the neighbourhood distributions
   z.knn = 10
   z.tsne_items = 2000  # items drawn for the t-SNE plot
+  z.clusters = 10  # k-means clusters of the fused embedding that colour the t-SNE plot
+  z.perplexity = 30.0
+  z.max_items = 20000  # dominance over a seeded random subset of this many items above it
 
   c.generate = g = ml_collections.ConfigDict()
   g.model = ml_collections.ConfigDict(dict(MODEL_SIZES[args["variant"]], dropout=0.1))
@@ -119,6 +128,8 @@ def get_config(arg=None):
   if c.runlocal:
     for opt in (a.optim, g.optim):
       opt.update(batch_size=64, max_epochs=3, warmup_steps=10)
+    a.optim.chunk_steps = 20
+    a.model.update(width=32, attention_mlp=(16, 8), mlp=(32, 16))
     q.k = 16
     g.model.update(MODEL_SIZES["tiny"])
 

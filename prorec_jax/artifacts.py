@@ -8,6 +8,7 @@ stopped and a changed upstream stage invalidates everything downstream.
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -100,6 +101,20 @@ def is_done(workdir, stage, fp, outputs):
 
 def mark_done(workdir, stage, fp, **info):
   save_json(os.path.join(stage_dir(workdir, stage), DONE), dict(fingerprint=fp, **info))
+
+
+def start(workdir, stage, fp):
+  """Called when a stage (re)starts. Partial work (checkpoints) is kept only when it was made with
+  the same fingerprint; otherwise the stage directory is emptied so nothing stale is resumed."""
+  sdir = stage_dir(workdir, stage)
+  marker = os.path.join(sdir, ".fingerprint")
+  if os.path.isdir(sdir):
+    old = open(marker).read().strip() if os.path.exists(marker) else None
+    if old != fp:
+      shutil.rmtree(sdir)
+  os.makedirs(sdir, exist_ok=True)
+  with open(marker, "w") as f:
+    f.write(fp)
 
 
 def clear_done(workdir, stage):

@@ -2,6 +2,7 @@
 import importlib
 import importlib.util
 import os
+import shutil
 import time
 
 from absl import logging
@@ -31,8 +32,8 @@ def run_stage(stage, config, workdir, force=False):
     raise ValueError(f"unknown stage {stage!r}; choose one of {ORDER + ('all',)}")
   if not implemented(stage):
     raise NotImplementedError(f"stage {stage!r} is not implemented yet (issue {STAGES[stage][1]})")
-  if force:
-    artifacts.clear_done(workdir, stage)
+  if force:  # from scratch: outputs, done marker and checkpoints
+    shutil.rmtree(artifacts.stage_dir(workdir, stage), ignore_errors=True)
   module = importlib.import_module(STAGES[stage][0])
   t0 = time.time()
   logging.info("=== stage %s ===", stage)

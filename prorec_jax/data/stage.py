@@ -63,7 +63,7 @@ def run(config, workdir):
   if artifacts.is_done(workdir, "data", fp, OUTPUTS):
     logging.info("data: outputs in %s match the config; skipping", out)
     return
-  artifacts.clear_done(workdir, "data")
+  artifacts.start(workdir, "data", fp)
   t0 = time.time()
   ds = read(config)
   split = split_lib.leave_one_out(ds.sequences, config.data.max_history)

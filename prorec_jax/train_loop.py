@@ -1,0 +1,137 @@
+"""The shared training loop: train state, optimiser, scanned epochs, early stopping, resume.
+
+An epoch runs as a few jitted ``lax.scan`` calls over stacked batches (``chunk_steps`` steps each),
+so there is one host round trip per chunk, not per step; metrics are fetched per chunk. Each epoch
+ends with a validation score; the best epoch and the latest one are checkpointed, and a restarted
+run resumes from the latest. Shuffling depends on (seed, epoch) and keys on the step, so a resumed
+run ends where an uninterrupted one does.
+"""
+import json
+import math
+import os
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from prorec_jax import sharding
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def make_optimizer(optim):
+  """Adam with linear warmup to ``optim.lr`` over ``optim.warmup_steps``, then constant."""
+  warmup = max(int(optim.warmup_steps), 1)
+  schedule = optax.join_schedules(
+      [optax.linear_schedule(0.0, optim.lr, warmup), optax.constant_schedule(optim.lr)], [warmup])
+  return optax.adam(schedule)
+
+
+def init_state(params, tx):
+  return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
+
+
+def make_train_step(loss_fn, tx):
+  """``loss_fn(params, batch, key, consts) -> (loss, metrics)`` into a pure train step."""
+  def train_step(state, batch, key, consts):
+    key = jax.random.fold_in(key, state.step)
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, batch, key, consts)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return TrainState(state.step + 1, params, opt_state), dict(metrics, loss=loss)
+  return train_step
+
+
+def compile_chunk(train_step, mesh):
+  """A jitted scan of ``train_step`` over [S, B, ...] batches: batch axis on ``data``, state
+  replicated and donated."""
+  def chunk(state, batches, key, consts):
+    return jax.lax.scan(lambda st, b: train_step(st, b, key, consts), state, batches)
+  repl = sharding.replicated(mesh)
+  return jax.jit(chunk, in_shardings=(repl, NamedSharding(mesh, P(None, "data")), repl, repl),
+                 out_shardings=(repl, repl), donate_argnums=0)
+
+
+def run_epoch(chunk_fn, state, epoch_arrays, key, consts, mesh, chunk_steps=50, name="train"):
+  """Runs one epoch of stacked batches; raises FloatingPointError at the first non-finite loss."""
+  steps = len(next(iter(epoch_arrays.values())))
+  batch_sharding = NamedSharding(mesh, P(None, "data"))
+  sums, t0 = {}, time.time()
+  for lo in range(0, steps, chunk_steps):
+    first_step = int(state.step)
+    part = jax.device_put({k: v[lo:lo + chunk_steps] for k, v in epoch_arrays.items()},
+                          batch_sharding)
+    state, metrics = chunk_fn(state, part, key, consts)
+    metrics = jax.device_get(metrics)
+    bad = np.flatnonzero(~np.isfinite(metrics["loss"]))
+    if bad.size:
+      raise FloatingPointError(
+          f"{name}: non-finite loss at step {first_step + int(bad[0])}; stopping. The last good "
+          "checkpoint is kept; lower the learning rate or check the inputs, then rerun to resume.")
+    for k, v in metrics.items():
+      sums[k] = sums.get(k, 0.0) + float(np.sum(v))
+    done = min(lo + chunk_steps, steps)
+    logging.info("%s: step %d/%d loss %.4f (%.1f steps/s)", name, done, steps,
+                 float(np.mean(metrics["loss"])), done / max(time.time() - t0, 1e-9))
+  return state, {k: v / steps for k, v in sums.items()}
+
+
+def abstract_of(tree):
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+def fit(state, ckpt, train_epoch, evaluate, score, max_epochs, patience, log_path, name="train"):
+  """Early-stopped training with resume; returns (best state, loop record).
+
+  ``train_epoch(state, epoch) -> (state, train_metrics)``, ``evaluate(state) -> metrics`` on
+  validation, ``score(metrics) -> float`` (higher is better).
+  """
+  abstract = abstract_of(state)
+  restored = ckpt.restore_latest(abstract)
+  loop = dict(epoch=0, best_score=None, best_epoch=0, bad_epochs=0)
+  if restored is not None:
+    state, loop = restored
+    logging.info("%s: resuming after epoch %d (best %s at epoch %d)", name, loop["epoch"],
+                 loop["best_score"], loop["best_epoch"])
+  while loop["epoch"] < max_epochs and loop["bad_epochs"] < patience:
+    epoch, t0 = loop["epoch"] + 1, time.time()
+    state, train_metrics = train_epoch(state, epoch)
+    val = evaluate(state)
+    s = float(score(val))
+    improved = loop["best_score"] is None or s > loop["best_score"]
+    loop = dict(epoch=epoch, best_score=s if improved else loop["best_score"],
+                best_epoch=epoch if improved else loop["best_epoch"],
+                bad_epochs=0 if improved else loop["bad_epochs"] + 1)
+    if improved:
+      ckpt.save_best(epoch, state, loop)
+    ckpt.save_latest(epoch, state, loop)
+    record = dict(epoch=epoch, seconds=time.time() - t0, train=train_metrics, valid=val,
+                  score=s, best_epoch=loop["best_epoch"])
+    with open(log_path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+    logging.info("%s: epoch %d  %s  valid %s  score %.4f%s  (%.0fs)", name, epoch,
+                 _fmt(train_metrics), _fmt(val), s, "  *best*" if improved else "",
+                 record["seconds"])
+  if loop["bad_epochs"] >= patience:
+    logging.info("%s: early stop after %d epochs without improvement", name, patience)
+  best = ckpt.restore_best(abstract)
+  if best is None:
+    raise RuntimeError(f"{name}: no epoch finished (max_epochs={max_epochs})")
+  return best[0], loop
+
+
+def _fmt(metrics):
+  return " ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())
+                  if isinstance(v, (int, float)) and math.isfinite(v))
