@@ -79,16 +79,19 @@ def get_config(arg=None):
   a.mal = "adaln"  # "adaln" | "linear"
   a.cka_weight = 1.0
   a.tau = 0.07
-  a.num_negatives = 16  # uniformly sampled per example for the next-item softmax (eq. 4)
+  a.num_negatives = 64  # uniform samples shared by the batch, on top of in-batch targets (eq. 4)
+  a.in_batch_group = 64  # rows whose targets are each other's in-batch negatives (0 = batch)
   a.export = "collaborative"  # integrated embedding for prorec: "collaborative" | "mapped" | "mean"
   a.model = ml_collections.ConfigDict(dict(
-      width=128, attention_mlp=(80, 40), mlp=(200, 80), attention_softmax=False))
+      width=128, attention_dim=16, attention_mlp=(16,), attention_softmax=False))
   a.optim = ml_collections.ConfigDict(dict(
-      lr=1e-3, warmup_steps=500, batch_size=256, max_epochs=30, patience=3, chunk_steps=100))
-  # Full ranking: exact DIN scores on a shortlist of this many items retrieved by dot product
-  # (0 = score every item exactly). Early stopping uses eval_users validation users (0 = all).
-  a.shortlist = 200
-  a.eval_users = 4096
+      lr=1e-3, warmup_steps=500, batch_size=256, max_epochs=10, patience=2, chunk_steps=100))
+  # DIN metrics rank the full catalog exactly (every item scored; see prorec_jax/din_rank.py).
+  # That costs ~L * N * attention width per user, so early stopping reads eval_users validation
+  # users and the final valid/test metrics final_eval_users users (fixed samples; 0 = all).
+  a.eval_batch_size = 64
+  a.final_eval_users = 8192
+  a.eval_users = 2048
 
   c.codes = q = ml_collections.ConfigDict()
   q.method = "hkm"  # "hkm" | "random" | "rqvae" | "rkmeans"
@@ -103,11 +106,12 @@ def get_config(arg=None):
 
   c.analyze = z = ml_collections.ConfigDict()
   z.collab_workdir = ""  # workdir of a fusion=collab_only run: the collaborative reference
-  z.temperature = 0.1  # softmax temperature of the neighbourhood distributions
+  z.neighbourhood = "perplexity"  # dominance neighbourhoods: "perplexity" | "temperature"
+  z.temperature = 0.1  # fixed softmax temperature (neighbourhood="temperature", and reported)
   z.knn = 10
   z.tsne_items = 2000  # items drawn for the t-SNE plot
   z.clusters = 10  # k-means clusters of the fused embedding that colour the t-SNE plot
-  z.perplexity = 30.0
+  z.perplexity = 30.0  # of the calibrated neighbourhood distributions and of the t-SNE
   z.max_items = 20000  # dominance over a seeded random subset of this many items above it
 
   c.generate = g = ml_collections.ConfigDict()
@@ -129,7 +133,7 @@ def get_config(arg=None):
     for opt in (a.optim, g.optim):
       opt.update(batch_size=64, max_epochs=3, warmup_steps=10)
     a.optim.chunk_steps = 20
-    a.model.update(width=32, attention_mlp=(16, 8), mlp=(32, 16))
+    a.model.update(width=32, attention_dim=8, attention_mlp=(8, 4))
     q.k = 16
     g.model.update(MODEL_SIZES["tiny"])
 

@@ -46,15 +46,16 @@ def load_semantic(workdir, num_items):
 def build_model(config, num_items):
   m = config.align.model
   return align_model.AlignModel(
-      num_items=num_items, width=m.width, attention_mlp=tuple(m.attention_mlp), mlp=tuple(m.mlp),
-      attention_softmax=m.attention_softmax, mal=config.align.mal,
+      num_items=num_items, width=m.width, attention_dim=m.attention_dim,
+      attention_mlp=tuple(m.attention_mlp), attention_softmax=m.attention_softmax,
+      max_history=config.data.max_history, mal=config.align.mal,
       align=align_model.uses_alignment(config.align.fusion))
 
 
 def init_params(model, config, sem_dim):
   hist = jnp.zeros((2, config.data.max_history), jnp.int32)
   batch = dict(history=hist, target=jnp.ones((2,), jnp.int32), weight=jnp.ones((2,)))
-  negs = jnp.ones((2, 1), jnp.int32)
+  negs = jnp.ones((1,), jnp.int32)
   sem = jnp.zeros((model.num_items + 1, sem_dim))
   return model.init(jax.random.key(config.seed), batch, negs, sem, 1.0, method="losses")
 
@@ -63,8 +64,9 @@ def make_loss(model, config, num_items):
   a = config.align
 
   def loss_fn(params, batch, key, semantic):
-    negs = jax.random.randint(key, (batch["target"].shape[0], a.num_negatives), 1, num_items + 1)
-    l_next, l_cka = model.apply(params, batch, negs, semantic, a.tau, method="losses")
+    negs = jax.random.randint(key, (a.num_negatives,), 1, num_items + 1)
+    l_next, l_cka = model.apply(params, batch, negs, semantic, a.tau, a.in_batch_group,
+                                method="losses")
     return l_next + a.cka_weight * l_cka, dict(next_loss=l_next, cka_loss=l_cka)
   return loss_fn
 
@@ -90,9 +92,10 @@ def train(config, workdir, ds, semantic, mesh):
       train_loop.make_train_step(make_loss(model, config, ds.num_items), tx), mesh)
   sem_dev = jax.device_put(jnp.asarray(semantic), sharding.replicated(mesh))
   key = jax.random.key(config.seed)
-  ranker = din_rank.make_ranker(model, ds.num_items, a.model.width, config.data.max_history,
-                                a.shortlist, mesh)
+  ranker = din_rank.make_ranker(model, ds.num_items, config.data.max_history,
+                                a.model.attention_mlp[0], mesh, a.eval_batch_size)
   rows = _eval_rows(split.valid, a.eval_users, config.seed)
+  final_rows = _eval_rows(split.valid, a.final_eval_users, config.seed + 1)
 
   def train_epoch(state, epoch):
     arrays = batching.epoch_arrays(split.train, a.optim.batch_size, config.seed, epoch)
@@ -107,9 +110,9 @@ def train(config, workdir, ds, semantic, mesh):
       state, ckpt, train_epoch, evaluate, lambda m: m["recall@10"] + m["ndcg@10"],
       a.optim.max_epochs, a.optim.patience, os.path.join(out, "train_log.jsonl"), name="align")
   ckpt.close()
-  result = dict(best_epoch=loop["best_epoch"], epochs=loop["epoch"])
+  result = dict(best_epoch=loop["best_epoch"], epochs=loop["epoch"], eval_users=len(final_rows))
   for name, ex in (("valid", split.valid), ("test", split.test)):  # test: once, best epoch only
-    result[name] = ranker(best.params, ex.history, ex.target)[1]
+    result[name] = ranker(best.params, ex.history[final_rows], ex.target[final_rows])[1]
     logging.info("align: DIN %s %s", name, result[name])
   return model, best.params, result
 

@@ -19,23 +19,21 @@ def uses_alignment(fusion):
 class AlignModel(nn.Module):
   num_items: int
   width: int
+  attention_dim: int
   attention_mlp: tuple
-  mlp: tuple
   attention_softmax: bool = False
+  max_history: int = 20
   mal: str = "adaln"
   align: bool = True
 
   def setup(self):
-    self.din = din_lib.DIN(self.num_items, self.width, self.attention_mlp, self.mlp,
-                           self.attention_softmax, name="din")
+    self.din = din_lib.DIN(self.num_items, self.width, self.attention_dim, self.attention_mlp,
+                           self.attention_softmax, self.max_history, name="din")
     if self.align:
       self.mal_layer = adaln.MAL(self.width, self.mal, name="mal")
 
-  def __call__(self, history_BxL, candidates_BxC):
-    return self.din(history_BxL, candidates_BxC)
-
-  def query(self, history_BxL):
-    return self.din.query(history_BxL)
+  def __call__(self, history_ExL, cand_C):
+    return self.din(history_ExL, cand_C)
 
   def table(self):
     return self.din.table()
@@ -43,13 +41,25 @@ class AlignModel(nn.Module):
   def mapped(self, semantic_NxS):
     return self.mal_layer(semantic_NxS)
 
-  def losses(self, batch, negatives_BxM, semantic_table, tau):
-    """(L_next, L_cka) for a batch; L_cka is 0 when the model does not align."""
+  def losses(self, batch, negatives_M, semantic_table, tau, group=0):
+    """(L_next, L_cka) for a batch; L_cka is 0 when the model does not align.
+
+    The batch is cut into groups of ``group`` rows (0 = one group); a row's candidates are its
+    group's targets (in-batch negatives) followed by ``negatives_M`` sampled items. Groups bound
+    the [rows, candidates, history, width] attention tensor, the cost of a step.
+    """
     target_B, weight_B = batch["target"], batch["weight"]
-    cands = jnp.concatenate([target_B[:, None], negatives_BxM], axis=1)
-    valid = jnp.concatenate([jnp.ones_like(target_B[:, None], bool),
-                             negatives_BxM != target_B[:, None]], axis=1)
-    l_next = din_lib.next_item_loss(self.din(batch["history"], cands), valid, weight_B)
+    b = target_B.shape[0]
+    group = b if group <= 0 or group >= b else group
+    if b % group:
+      raise ValueError(f"batch size {b} is not a multiple of align.in_batch_group {group}")
+    nll_sum = 0.0
+    for lo in range(0, b, group):
+      t, w = target_B[lo:lo + group], weight_B[lo:lo + group]
+      cand_C = jnp.concatenate([t, negatives_M])
+      scores = self.din(batch["history"][lo:lo + group], cand_C)
+      nll_sum += din_lib.next_item_loss(scores, t, cand_C, w) * jnp.maximum(w.sum(), 1.0)
+    l_next = nll_sum / jnp.maximum(weight_B.sum(), 1.0)
     if not self.align:
       return l_next, jnp.zeros(())
     z_col = self.din.table()[target_B]

@@ -137,7 +137,7 @@ def test_prorec_outputs_and_metrics(prorec_run):
                                 np.load(path / "align" / "collaborative.npy"))
   m = artifacts.load_json(path / "align" / "metrics.json")
   for split in ("valid", "test"):
-    assert {"recall@10", "ndcg@10", "recall@20", "coverage"} <= set(m[split])
+    assert {"recall@5", "recall@10", "ndcg@10", "recall@20", "ndcg@20"} <= set(m[split])
 
 
 def test_training_lowers_losses_and_aligns_modalities(prorec_run):

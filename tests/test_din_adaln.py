@@ -13,9 +13,9 @@ N, D = 30, 16
 
 
 def _din(**kw):
-  model = din_lib.DIN(N, D, (8, 4), (12, 6), **kw)
+  model = din_lib.DIN(N, D, 4, (8, 4), **kw)
   hist = jnp.array([[0, 0, 3, 4, 5], [0, 0, 0, 0, 7]])
-  cands = jnp.array([[1, 2, 9], [3, 4, 5]])
+  cands = jnp.array([1, 2, 9])
   params = model.init(jax.random.key(0), hist, cands)
   # Make row 0 (padding) non-zero so any leak of padded slots would show.
   table = params["params"]["items"]["embedding"]
@@ -33,8 +33,8 @@ def test_extra_padding_does_not_change_scores(softmax):
 
 def test_attention_ignores_padded_slots():
   model, params, hist, cands = _din()
-  w = model.apply(params, hist, model.apply(params, cands, method=lambda m, c: m.items(c)),
-                  method="attention")
+  w = model.apply(params, hist, cands, method="attention")
+  assert w.shape == (2, 3, 5)
   assert (w[0, :, :2] == 0).all() and (w[1, :, :4] == 0).all()
   assert (w[0, :, 2:] != 0).all()
   # The padding row's embedding has no influence on any score.
@@ -45,19 +45,32 @@ def test_attention_ignores_padded_slots():
   assert float(jnp.abs(grad[0]).max()) == 0.0
 
 
-def test_query_is_mean_of_real_history():
-  model, params, hist, _ = _din()
+def test_score_is_attention_weighted_dot_product():
+  """s(u, e) = sum_j a_j(e) <W h_j, e>."""
+  model, params, hist, cands = _din()
   table = params["params"]["items"]["embedding"]
-  q = model.apply(params, hist, method="query")
-  np.testing.assert_allclose(q[0], table[jnp.array([3, 4, 5])].mean(0), rtol=1e-6)
-  np.testing.assert_allclose(q[1], table[7], rtol=1e-6)
+  w = model.apply(params, hist, cands, method="attention")
+  out = params["params"]["interest_out"]["kernel"]
+  expected = np.einsum("ecl,eld,df,cf->ec", w, table[hist], out, table[cands])
+  np.testing.assert_allclose(model.apply(params, hist, cands), expected, rtol=1e-5, atol=1e-6)
+  # Candidates are scored independently: a subset gives the same scores.
+  np.testing.assert_allclose(model.apply(params, hist, cands[1:]),
+                             model.apply(params, hist, cands)[:, 1:], rtol=1e-6)
 
 
-def test_next_item_loss_masks_collisions_and_padding():
-  scores = jnp.array([[2.0, 1.0, 2.0], [0.0, 5.0, 5.0]])
-  valid = jnp.array([[True, True, False], [True, True, True]])
-  loss = din_lib.next_item_loss(scores, valid, jnp.array([1.0, 0.0]))
-  np.testing.assert_allclose(loss, -jax.nn.log_softmax(jnp.array([2.0, 1.0]))[0], rtol=1e-6)
+def test_next_item_loss_in_batch_and_sampled_negatives():
+  target = jnp.array([4, 6, 4])
+  cand = jnp.array([4, 6, 4, 9, 6])  # 3 in-batch targets + 2 sampled negatives
+  scores = jnp.array([[3.0, 1.0, 7.0, 0.5, 2.0],
+                      [1.0, 2.0, 1.0, 0.0, 9.0],
+                      [0.0, 0.0, 0.0, 0.0, 0.0]])
+  weight = jnp.array([1.0, 1.0, 0.0])  # row 2 is batch padding
+  loss = din_lib.next_item_loss(scores, target, cand, weight)
+  # Row 0: positive col 0; col 2 holds the same item (dropped); col 2 is also padding.
+  r0 = -jax.nn.log_softmax(jnp.array([3.0, 1.0, 0.5, 2.0]))[0]
+  # Row 1: positive col 1; col 4 is item 6 again (dropped); col 2 is a padded row (dropped).
+  r1 = -jax.nn.log_softmax(jnp.array([1.0, 2.0, 0.0]))[1]
+  np.testing.assert_allclose(loss, (r0 + r1) / 2, rtol=1e-6)
 
 
 def test_mal_is_layernorm_of_linear_at_init():
@@ -116,3 +129,18 @@ def test_info_nce_is_minimal_when_aligned():
     assert aligned < contrastive.info_nce(a, a[perm], ids, w, 0.1) or (perm == jnp.arange(8)).all()
     assert aligned < contrastive.info_nce(a, other, ids, w, 0.1)
   assert float(aligned) < 0.01
+
+
+def test_ranker_is_exact_over_chunks_and_shards(monkeypatch):
+  from prorec_jax import din_rank, sharding
+  n = 300
+  model = din_lib.DIN(n, 16, 8, (8, 4))
+  hist = np.random.default_rng(0).integers(0, n + 1, (13, 6)).astype(np.int32)
+  params = model.init(jax.random.key(0), jnp.asarray(hist), jnp.arange(1, n + 1))
+  full = np.asarray(model.apply(params, jnp.asarray(hist), jnp.arange(1, n + 1)))
+  expected = np.argsort(-full, axis=1, kind="stable")[:, :20] + 1
+  monkeypatch.setattr(din_rank, "_FLOAT_BUDGET", 1000)  # forces several item chunks (and a ragged last one)
+  rank = din_rank.make_ranker(model, n, 6, 8, sharding.make_mesh(), batch_users=8)
+  top, m = rank(params, hist, expected[:, 3])
+  np.testing.assert_array_equal(top, expected)
+  assert m["recall@5"] == 1.0 and m["ndcg@5"] == pytest.approx(1 / np.log2(5))
