@@ -129,6 +129,10 @@ def get_config(arg=None):
   v.topk = (5, 10, 20)
   v.batch_size = 256
 
+  if args["dataset"] == "synthetic":  # the demo set: small, and learnable in a few epochs
+    a.optim.update(warmup_steps=100, max_epochs=5)
+    a.update(eval_users=1000, final_eval_users=0)
+
   if c.runlocal:
     for opt in (a.optim, g.optim):
       opt.update(batch_size=64, max_epochs=3, warmup_steps=10)

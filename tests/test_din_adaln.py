@@ -144,3 +144,21 @@ def test_ranker_is_exact_over_chunks_and_shards(monkeypatch):
   top, m = rank(params, hist, expected[:, 3])
   np.testing.assert_array_equal(top, expected)
   assert m["recall@5"] == 1.0 and m["ndcg@5"] == pytest.approx(1 / np.log2(5))
+
+
+def test_in_batch_groups_partition_the_loss():
+  """Groups only change which rows share candidates: one group equals the whole batch."""
+  from prorec_jax import align_model
+  m = align_model.AlignModel(N, D, 4, (8,), align=False)
+  rng = np.random.default_rng(0)
+  batch = dict(history=jnp.asarray(rng.integers(0, N + 1, (8, 5))),
+               target=jnp.asarray(rng.integers(1, N + 1, 8)), weight=jnp.ones(8))
+  negs = jnp.asarray(rng.integers(1, N + 1, 4))
+  sem = jnp.zeros((N + 1, 3))
+  p = m.init(jax.random.key(0), batch, negs, sem, 1.0, method="losses")
+  whole = m.apply(p, batch, negs, sem, 1.0, 0, method="losses")[0]
+  np.testing.assert_allclose(m.apply(p, batch, negs, sem, 1.0, 8, method="losses")[0], whole)
+  # Two groups of 4: rows see 4 in-batch candidates instead of 8, so the loss is lower.
+  assert m.apply(p, batch, negs, sem, 1.0, 4, method="losses")[0] < whole
+  with pytest.raises(ValueError, match="multiple"):
+    m.apply(p, batch, negs, sem, 1.0, 3, method="losses")

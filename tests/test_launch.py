@@ -100,3 +100,21 @@ def test_launcher_data_stage_and_config_typo(tmp_path):
   assert r.returncode != 0 and "nmae" in r.stderr
   r = _launch("--config=configs/prorec.py:dataset=amazon", f"--workdir={tmp_path}", "--stage=data")
   assert r.returncode != 0 and "unknown dataset" in r.stderr
+
+
+def test_start_wipes_partial_work_of_another_config(tmp_path):
+  wd = str(tmp_path)
+  artifacts.start(wd, "align", "fp1")
+  (tmp_path / "align" / "checkpoints").mkdir()
+  artifacts.start(wd, "align", "fp1")  # same config: partial work is kept for resuming
+  assert (tmp_path / "align" / "checkpoints").exists()
+  artifacts.start(wd, "align", "fp2")  # another config: nothing stale may be resumed
+  assert not (tmp_path / "align" / "checkpoints").exists()
+
+
+def test_force_redoes_from_scratch(tmp_path):
+  wd = str(tmp_path)
+  pipeline.run("data", _cfg(), wd)
+  (tmp_path / "data" / "leftover").write_text("x")
+  pipeline.run("data", _cfg(), wd, force=True)
+  assert not (tmp_path / "data" / "leftover").exists()
