@@ -1,0 +1,201 @@
+"""The ``train`` stage (Stage II): the seq2seq generator trained on codes with the IKD loss.
+
+Loss = L_gen + mu * L_ikd. L_gen (eq. 6) is the cross-entropy of the target item's code, summed
+over its L levels. L_ikd (eq. 7) is InfoNCE between the projected IKD output and the target's
+Stage I integrated embedding (cosine / tau), negatives sampled uniformly from the catalog per step
+(shared by the batch; a sample equal to a row's target is masked out for that row, so the target is
+never its own negative). ``generate.ikd = False`` drops the token, the head and the term.
+
+Early stopping reads validation NDCG@10 of the real constrained beam search on a fixed sample of
+``generate.eval_users`` users. Outputs in ``workdir/train``: params.msgpack (best epoch),
+metrics.json, train_log.jsonl, checkpoints/ (orbax, for resume).
+"""
+import os
+import time
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+
+from prorec_jax import artifacts
+from prorec_jax import checkpoint
+from prorec_jax import decode
+from prorec_jax import metrics as metrics_lib
+from prorec_jax import seq2seq
+from prorec_jax import sharding
+from prorec_jax import train_loop
+from prorec_jax.data import batching
+from prorec_jax.data import dataset as dataset_lib
+from prorec_jax.data import split as split_lib
+
+STAGE = "train"
+PARAMS = "params.msgpack"
+OUTPUTS = (PARAMS, "metrics.json")
+
+
+def ikd_loss(q_BxD, target_B, table_NxD, negs_M, tau, weight_B):
+  """Eq. 7: InfoNCE of q against the target row of ``table``, negatives ``negs`` (never target)."""
+  def unit(x):
+    return x * jax.lax.rsqrt(jnp.sum(x * x, -1, keepdims=True) + 1e-12)
+  q = unit(q_BxD.astype(jnp.float32))
+  pos_B = jnp.sum(q * unit(table_NxD[target_B]), -1) / tau
+  neg_BxM = q @ unit(table_NxD[negs_M]).T / tau
+  neg_BxM = jnp.where(negs_M[None, :] == target_B[:, None], -jnp.inf, neg_BxM)
+  logits = jnp.concatenate([pos_B[:, None], neg_BxM], axis=1)
+  nll_B = jax.nn.logsumexp(logits, axis=1) - pos_B
+  return jnp.sum(nll_B * weight_B) / jnp.maximum(jnp.sum(weight_B), 1.0)
+
+
+def make_loss(model, config, num_items):
+  """``loss_fn(params, batch, key, consts)``; consts = dict(tokens [N+1, L], integrated)."""
+  g = config.generate
+
+  def loss_fn(params, batch, key, consts):
+    drop_key, neg_key = jax.random.split(key)
+    # Dropout bits from an RBG key: threefry dropout masks cost ~4x the compile time on CPU.
+    drop_key = jax.random.wrap_key_data(jax.random.bits(drop_key, (4,), jnp.uint32), impl="rbg")
+    tokens = consts["tokens"]
+    tgt_tok_BxL = tokens[batch["target"]]
+    logits_BxLxK, q = model.apply(params, batch["history"], tgt_tok_BxL, tokens, train=True,
+                                  rngs={"dropout": drop_key})
+    labels = tgt_tok_BxL - seq2seq.NUM_SPECIAL - jnp.arange(model.num_levels) * model.k
+    ce_BxL = optax.softmax_cross_entropy_with_integer_labels(
+        logits_BxLxK.astype(jnp.float32), jnp.clip(labels, 0, model.k - 1))
+    w = batch["weight"]
+    denom = jnp.maximum(jnp.sum(w), 1.0)
+    l_gen = jnp.sum(ce_BxL.sum(-1) * w) / denom
+    out = dict(gen_loss=l_gen)
+    loss = l_gen
+    if model.ikd_dim:
+      negs = jax.random.randint(neg_key, (g.ikd_negatives,), 1, num_items + 1)
+      l_ikd = ikd_loss(q, batch["target"], consts["integrated"], negs, g.ikd_tau, w)
+      out["ikd_loss"] = l_ikd
+      loss = loss + g.ikd_weight * l_ikd
+    return loss, out
+  return loss_fn
+
+
+def load_integrated(workdir, num_items):
+  path = os.path.join(workdir, "align", "integrated.npy")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} missing; run --stage=align first (or set generate.ikd=False)")
+  x = np.load(path)
+  if x.ndim != 2 or x.shape[0] != num_items + 1:
+    raise ValueError(f"{path}: shape {x.shape}, expected [{num_items + 1}, D]")
+  if not np.isfinite(x[1:]).all():
+    raise ValueError(f"{path}: non-finite values")
+  return x.astype(np.float32)
+
+
+def eval_rows(n, count, seed):
+  if count <= 0 or count >= n:
+    return np.arange(n)
+  return np.sort(np.random.default_rng(seed).choice(n, count, replace=False))
+
+
+def setup(config, workdir):
+  """Everything both stages need: dataset, split, code tables, model, constants."""
+  ds = dataset_lib.load(workdir)
+  codes, tables, k = decode.load_code_tables(workdir, ds.num_items)
+  split = split_lib.leave_one_out(ds.sequences, config.data.max_history)
+  integrated = load_integrated(workdir, ds.num_items) if config.generate.ikd else None
+  model = seq2seq.build(config, codes.shape[1], k, 0 if integrated is None else integrated.shape[1])
+  consts = dict(tokens=seq2seq.token_table(codes, k))
+  if integrated is not None:
+    consts["integrated"] = integrated
+  return ds, split, tables, model, consts
+
+
+def evaluator(model, config, tables, tokens, num_items, mesh):
+  """``fn(params, examples) -> (metrics, top-k items)`` with the constrained beam search."""
+  topk = max(config.eval.topk)
+  decode.check_beam(config.eval.beam, topk, num_items)
+  search = decode.make_recommender(model, config.eval.beam, topk, mesh)
+  bs = config.eval.batch_size
+  sharding.check_batch_size(bs, mesh)
+
+  def fn(params, ex):
+    items, _ = decode.recommend(search, params, ex.history, tokens, tables["child"], bs, num_items)
+    return metrics_lib.from_topk(items, ex.target, tuple(config.eval.topk)), items
+  return fn
+
+
+def train(config, workdir, mesh):
+  g, out = config.generate, artifacts.stage_dir(workdir, STAGE)
+  sharding.check_batch_size(g.optim.batch_size, mesh)
+  ds, split, tables, model, consts = setup(config, workdir)
+  if len(split.train) == 0:
+    raise ValueError("no training examples: every user has fewer than 4 interactions")
+  repl = sharding.replicated(mesh)
+  consts_dev = jax.device_put({k: jnp.asarray(v) for k, v in consts.items()}, repl)
+  tx = train_loop.make_optimizer(g.optim)
+  params = seq2seq.init_params(model, config.seed, consts["tokens"])
+  num_params = sum(x.size for x in jax.tree.leaves(params))
+  state = jax.device_put(train_loop.init_state(params, tx), repl)
+  chunk = train_loop.compile_chunk(
+      train_loop.make_train_step(make_loss(model, config, ds.num_items), tx), mesh)
+  key = jax.random.key(config.seed)
+  evaluate_fn = evaluator(model, config, tables, consts["tokens"], ds.num_items, mesh)
+  rows = eval_rows(len(split.valid), g.eval_users, config.seed)
+  valid_sample = split_lib.Examples(split.valid.history[rows], split.valid.target[rows],
+                                    split.valid.user[rows])
+  logging.info("train: %d examples, %d items, code length %d, k=%d, %s params", len(split.train),
+               ds.num_items, model.num_levels, model.k,
+               num_params)
+
+  def train_epoch(state, epoch):
+    arrays = batching.epoch_arrays(split.train, g.optim.batch_size, config.seed, epoch)
+    arrays.pop("user")
+    return train_loop.run_epoch(chunk, state, arrays, key, consts_dev, mesh, g.optim.chunk_steps,
+                                name=f"train epoch {epoch}")
+
+  def evaluate(state):
+    return evaluate_fn(state.params, valid_sample)[0]
+
+  ckpt = checkpoint.Checkpoints(os.path.join(out, "checkpoints"))
+  best, loop = train_loop.fit(state, ckpt, train_epoch, evaluate, lambda m: m["ndcg@10"],
+                              g.optim.max_epochs, g.optim.patience,
+                              os.path.join(out, "train_log.jsonl"), name="train")
+  ckpt.close()
+  return jax.device_get(best.params), dict(best_epoch=loop["best_epoch"], epochs=loop["epoch"],
+                                           best_valid_ndcg10=loop["best_score"],
+                                           eval_users=len(rows))
+
+
+def fingerprint(config, workdir):
+  upstream = ("data", "codes", "align") if config.generate.ikd else ("data", "codes")
+  sections = ["generate", "seed", "data.max_history", "eval.beam", "eval.topk"]  # early stopping
+  return artifacts.fingerprint(config, sections, workdir, upstream)
+
+
+def save_params(path, params):
+  blob = flax.serialization.to_bytes(params)
+  artifacts._atomic(path, lambda f: f.write(blob), "wb")  # pylint: disable=protected-access
+
+
+def load_params(path, template):
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} missing; run --stage=train first")
+  with open(path, "rb") as f:
+    return flax.serialization.from_bytes(template, f.read())
+
+
+def run(config, workdir):
+  out = artifacts.stage_dir(workdir, STAGE)
+  fp = fingerprint(config, workdir)
+  if artifacts.is_done(workdir, STAGE, fp, OUTPUTS):
+    logging.info("train: outputs in %s match the config; skipping", out)
+    return
+  artifacts.start(workdir, STAGE, fp)
+  t0 = time.time()
+  params, result = train(config, workdir, sharding.make_mesh())
+  save_params(os.path.join(out, PARAMS), params)
+  result.update(seconds=time.time() - t0, seed=config.seed, ikd=bool(config.generate.ikd),
+                history_tokens=config.generate.history_tokens)
+  artifacts.save_json(os.path.join(out, "metrics.json"), result)
+  artifacts.mark_done(workdir, STAGE, fp, seconds=result["seconds"])
+  logging.info("train: best epoch %d of %d, valid ndcg@10 %.4f, %.0fs", result["best_epoch"],
+               result["epochs"], result["best_valid_ndcg10"], result["seconds"])

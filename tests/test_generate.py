@@ -1,0 +1,141 @@
+"""Stage II training: sharded step == single-device step, end-to-end train + eval, exact resume."""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs import prorec
+from prorec_jax import artifacts
+from prorec_jax import codes as codes_lib
+from prorec_jax import evaluate
+from prorec_jax import generate
+from prorec_jax import seq2seq
+from prorec_jax import sharding
+from prorec_jax import train_loop
+from prorec_jax.data import batching
+from prorec_jax.data import dataset as dataset_lib
+from prorec_jax.data import stage as data_stage
+
+K, D = 16, 8
+
+
+def _config(**generate_fields):
+  c = prorec.get_config("dataset=synthetic,runlocal=True")
+  with c.unlocked():
+    c.generate.optim.update(max_epochs=2)
+    c.generate.update(generate_fields)
+  return c
+
+
+def _workdir(tmp_path, config):
+  """Synthetic data plus fabricated upstream outputs: random unique 2-level codes, random
+  integrated embeddings."""
+  wd = str(tmp_path)
+  data_stage.run(config, wd)
+  n = dataset_lib.load(wd).num_items
+  rng = np.random.default_rng(0)
+  flat = rng.choice(K * K, n, replace=False)
+  codes = np.stack([flat // K, flat % K], 1).astype(np.int32)
+  artifacts.save_npy(os.path.join(wd, "codes", "codes.npy"),
+                     np.concatenate([np.full((1, 2), -1, np.int32), codes]))
+  artifacts.save_npz(os.path.join(wd, "codes", "prefix_tables.npz"),
+                     **codes_lib.build_tables(codes, K))
+  artifacts.mark_done(wd, "codes", "fabricated")
+  artifacts.save_npy(os.path.join(wd, "align", "integrated.npy"),
+                     rng.normal(size=(n + 1, D)).astype(np.float32))
+  artifacts.mark_done(wd, "align", "fabricated")
+  return wd
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  return _workdir(tmp_path_factory.mktemp("gen"), _config())
+
+
+def test_sharded_step_equals_single_device(workdir):
+  config = _config()
+  with config.unlocked():
+    config.generate.model.dropout = 0.0  # halves the compile time; the stage test runs dropout
+  ds, split, _, model, consts = generate.setup(config, workdir)
+  loss_fn = generate.make_loss(model, config, ds.num_items)
+  tx = train_loop.make_optimizer(config.generate.optim)
+  params = jax.device_get(seq2seq.init_params(model, 0, consts["tokens"]))  # host copy: donated
+  arrays = batching.epoch_arrays(split.train, 64, 0, 1)
+  arrays.pop("user")
+  batches = [{k: v[i] for k, v in arrays.items()} for i in range(3)]
+  key = jax.random.key(0)
+  out = {}
+  for name, devices in (("one", jax.devices()[:1]), ("four", jax.devices()[:4])):
+    mesh = sharding.make_mesh(devices=devices)
+    repl = sharding.replicated(mesh)
+    cst = jax.device_put({k: jnp.asarray(v) for k, v in consts.items()}, repl)
+    def step(p, opt, b, i):  # the train step's maths, also returning the gradients
+      g = jax.grad(lambda p: loss_fn(p, b, jax.random.fold_in(key, i), cst)[0])(p)
+      updates, opt = tx.update(g, opt, p)
+      return g, optax.apply_updates(p, updates), opt
+    jstep = jax.jit(step, in_shardings=(repl, repl, sharding.data_sharding(mesh), repl),
+                    out_shardings=repl)
+    p = jax.device_put(params, repl)
+    opt, grads = jax.device_put(tx.init(params), repl), []
+    for i, b in enumerate(batches):
+      g, p, opt = jstep(p, opt, sharding.shard_batch(b, mesh), jnp.int32(i))
+      grads.append(g)
+    out[name] = jax.device_get((grads[0], p))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5),
+               out["one"][0], out["four"][0])
+  lr = config.generate.optim.lr
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=lr), out["one"][1],
+               out["four"][1])
+
+
+@pytest.mark.slow
+def test_train_and_eval_stages(workdir):
+  config = _config()
+  generate.run(config, workdir)
+  evaluate.run(config, workdir)
+  res = artifacts.load_json(os.path.join(workdir, "eval", "results.json"))
+  n_users = artifacts.load_json(os.path.join(workdir, "data", "stats.json"))["num_users"]
+  for split in ("valid", "test"):
+    assert set(res[split]) == {f"{m}@{k}" for m in ("recall", "ndcg") for k in (5, 10, 20)}
+    topk = np.load(os.path.join(workdir, "eval", f"topk_{split}.npy"))
+    assert topk.shape == (n_users, 20) and topk.dtype == np.int32
+    assert topk.min() >= 1 and all(len(set(r)) == 20 for r in topk)
+  assert res["invalid_rate"] == 0.0 and res["duplicate_rate"] == 0.0
+  assert res["seed"] == 0 and "commit" in res and res["config"]["generate"]["ikd"]
+  assert res["beam_vs_exhaustive"]["users"] == 16
+  log = [json.loads(line) for line in open(os.path.join(workdir, "train", "train_log.jsonl"))]
+  assert len(log) == 2 and log[1]["train"]["loss"] < log[0]["train"]["loss"]
+
+
+def test_missing_codes_is_a_clear_error(tmp_path):
+  config = _config()
+  data_stage.run(config, str(tmp_path))
+  with pytest.raises(FileNotFoundError, match="--stage=codes"):
+    generate.run(config, str(tmp_path))
+
+
+@pytest.mark.slow
+def test_resume_is_exact(tmp_path):
+  config = _config(ikd=False)
+  straight = _workdir(tmp_path / "a", config)
+  generate.run(config, straight)
+  resumed = _workdir(tmp_path / "b", config)
+  cut = _config(ikd=False)
+  with cut.unlocked():
+    cut.generate.optim.max_epochs = 1
+  generate.run(cut, resumed)  # "killed" after epoch 1: its checkpoints stay
+  os.remove(os.path.join(resumed, "train", "done.json"))
+  os.remove(os.path.join(resumed, "train", ".fingerprint"))
+  with open(os.path.join(resumed, "train", ".fingerprint"), "w") as f:
+    f.write(generate.fingerprint(config, resumed))  # same run, continued: keep its checkpoints
+  generate.run(config, resumed)
+  a, b = (artifacts.load_json(os.path.join(w, "train", "metrics.json"))
+          for w in (straight, resumed))
+  assert a["best_valid_ndcg10"] == b["best_valid_ndcg10"] and a["epochs"] == b["epochs"] == 2
+  la, lb = ([json.loads(x) for x in open(os.path.join(w, "train", "train_log.jsonl"))]
+            for w in (straight, resumed))
+  assert la[-1]["train"] == lb[-1]["train"] and la[-1]["valid"] == lb[-1]["valid"]
