@@ -32,8 +32,10 @@ def test_variants_set_model_size(variant):
 def test_runlocal_shrinks_the_run():
   big, small = prorec.get_config("runlocal=False"), prorec.get_config("runlocal=True")
   assert small.data.synthetic.num_users < big.data.synthetic.num_users
-  assert small.generate.optim.max_epochs < big.generate.optim.max_epochs
   assert small.runlocal and not big.runlocal
+  big, small = (prorec.get_config(f"dataset=beauty,runlocal={r}") for r in (False, True))
+  assert small.generate.optim.max_epochs < big.generate.optim.max_epochs
+  assert small.align.model.width < big.align.model.width
 
 
 def test_config_is_locked():
