@@ -30,17 +30,8 @@ OUTPUTS = ("integrated.npy", "metrics.json")
 
 
 def load_semantic(workdir, num_items):
-  path = os.path.join(workdir, "embed", "semantic.npy")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} missing; run --stage=embed first")
-  sem = np.load(path)
-  if sem.ndim != 2 or sem.shape[0] != num_items + 1:
-    raise ValueError(f"{path}: shape {sem.shape}, expected [{num_items + 1}, D] "
-                     f"(num_items + 1 rows, row 0 = padding)")
-  bad = np.flatnonzero(~np.isfinite(sem).all(1))
-  if bad.size:
-    raise ValueError(f"{path}: non-finite values in {bad.size} rows (first: item {bad[0]})")
-  return sem.astype(np.float32)
+  return artifacts.load_item_matrix(os.path.join(workdir, "embed", "semantic.npy"), num_items,
+                                    "embed")
 
 
 def build_model(config, num_items):

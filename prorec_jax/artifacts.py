@@ -50,6 +50,21 @@ def load_json(path):
     return json.load(f)
 
 
+def load_item_matrix(path, num_items, producer):
+  """A float32 [num_items + 1, D] per-item matrix (row 0 = padding), checked for shape and
+  finiteness; ``producer`` names the stage to run when the file is missing."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} missing; run --stage={producer} first")
+  x = np.load(path)
+  if x.ndim != 2 or x.shape[0] != num_items + 1:
+    raise ValueError(f"{path}: shape {x.shape}, expected [{num_items + 1}, D] "
+                     f"(num_items + 1 rows, row 0 = padding)")
+  bad = np.flatnonzero(~np.isfinite(x).all(1))
+  if bad.size:
+    raise ValueError(f"{path}: non-finite values in {bad.size} rows (first: item {bad[0]})")
+  return x.astype(np.float32)
+
+
 def _to_plain(obj):
   if hasattr(obj, "to_dict"):
     obj = obj.to_dict()

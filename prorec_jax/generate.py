@@ -79,15 +79,9 @@ def make_loss(model, config, num_items):
 
 
 def load_integrated(workdir, num_items):
-  path = os.path.join(workdir, "align", "integrated.npy")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} missing; run --stage=align first (or set generate.ikd=False)")
-  x = np.load(path)
-  if x.ndim != 2 or x.shape[0] != num_items + 1:
-    raise ValueError(f"{path}: shape {x.shape}, expected [{num_items + 1}, D]")
-  if not np.isfinite(x[1:]).all():
-    raise ValueError(f"{path}: non-finite values")
-  return x.astype(np.float32)
+  """Stage I's integrated embeddings, the IKD targets (set generate.ikd=False to go without)."""
+  return artifacts.load_item_matrix(os.path.join(workdir, "align", "integrated.npy"), num_items,
+                                    "align")
 
 
 def eval_rows(n, count, seed):
