@@ -31,6 +31,8 @@ flags.DEFINE_string("dataset", "beauty", "Dataset name, as in configs/prorec.py.
 flags.DEFINE_string("workdir", "/tmp/prorec_bench_embed", "Scratch workdir (embed/ is deleted).")
 flags.DEFINE_integer("repeats", 1, "Fresh-process repeats.")
 flags.DEFINE_integer("batch_size", 0, "Override embed.batch_size (0: the config's).")
+flags.DEFINE_integer("max_batch_tokens", -1, "Set embed.max_batch_tokens (-1: leave unset, i.e. "
+                     "the CPU default; 0: no cap, batch_size rows at every length).")
 flags.DEFINE_enum("mode", "stage", ["stage", "plain32"], "What to time.")
 flags.DEFINE_bool("child", False, "Internal: run one timed repeat in this process.")
 FLAGS = flags.FLAGS
@@ -39,9 +41,11 @@ FLAGS = flags.FLAGS
 def _config():
   from configs import prorec  # pylint: disable=g-import-not-at-top
   config = prorec.get_config(f"dataset={FLAGS.dataset}")
-  if FLAGS.batch_size:
-    with config.unlocked():
+  with config.unlocked():
+    if FLAGS.batch_size:
       config.embed.batch_size = FLAGS.batch_size
+    if FLAGS.max_batch_tokens >= 0:
+      config.embed.max_batch_tokens = FLAGS.max_batch_tokens
   return config
 
 
@@ -122,6 +126,7 @@ def _parent():
         process_seconds=round(wall, 2),
         cpu_seconds=round(cpu, 1), other_processes_cpu_seconds=round(others, 1),
         loadavg_1min_before=round(load_before, 2), batch_size=config.embed.batch_size,
+        max_batch_tokens=config.embed.get("max_batch_tokens", "default"),
         encoder=config.embed.encoder, cpus=os.cpu_count(), machine=platform.processor() or
         platform.machine(), commit=commit, dirty=dirty)), flush=True)
   print(f"summary: {FLAGS.mode} {FLAGS.dataset}: process wall seconds min {min(walls):.1f}, "

@@ -32,8 +32,8 @@ STAGE = "embed"
 SEMANTIC = "semantic.npy"
 META = "meta.json"
 OUTPUTS = (SEMANTIC, META)
-# Padded tokens per batch on CPU. Measured on a 2-core CPU: batches of 1-2k tokens keep the
-# activations in cache and cost 15-20% less per token than 4k-token batches (e.g. 128 x 32).
+# Padded tokens per batch on CPU: smaller batches keep the activations in cache. Measured on the
+# 2-core CPU (BENCHMARKS.md): Beauty end to end in 47 s with 2048, 50 s with 1024, 52 s uncapped.
 CPU_BATCH_TOKENS = 2048
 
 
