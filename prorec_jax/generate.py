@@ -125,12 +125,14 @@ def train(config, workdir, mesh):
     raise ValueError("no training examples: every user has fewer than 4 interactions")
   repl = sharding.replicated(mesh)
   consts_dev = jax.device_put({k: jnp.asarray(v) for k, v in consts.items()}, repl)
+  consts_dev["examples"] = train_loop.device_examples(split.train, mesh)  # moved once, not per epoch
   tx = train_loop.make_optimizer(g.optim)
   params = seq2seq.init_params(model, config.seed, consts["tokens"])
   num_params = sum(x.size for x in jax.tree.leaves(params))
   state = jax.device_put(train_loop.init_state(params, tx), repl)
   chunk = train_loop.compile_chunk(
-      train_loop.make_train_step(make_loss(model, config, ds.num_items), tx), mesh)
+      train_loop.indexed_step(
+          train_loop.make_train_step(make_loss(model, config, ds.num_items), tx)), mesh)
   key = jax.random.key(config.seed)
   evaluate_fn = evaluator(model, config, tables, consts["tokens"], ds.num_items, mesh)
   rows = eval_rows(len(split.valid), g.eval_users, config.seed)
@@ -141,8 +143,8 @@ def train(config, workdir, mesh):
                num_params)
 
   def train_epoch(state, epoch):
-    arrays = batching.epoch_arrays(split.train, g.optim.batch_size, config.seed, epoch)
-    arrays.pop("user")
+    arrays = dict(index=batching.batch_indices(len(split.train), g.optim.batch_size, config.seed,
+                                               epoch).astype(np.int32))
     return train_loop.run_epoch(chunk, state, arrays, key, consts_dev, mesh, g.optim.chunk_steps,
                                 name=f"train epoch {epoch}")
 
@@ -152,7 +154,8 @@ def train(config, workdir, mesh):
   ckpt = checkpoint.Checkpoints(os.path.join(out, "checkpoints"))
   best, loop = train_loop.fit(state, ckpt, train_epoch, evaluate, lambda m: m["ndcg@10"],
                               g.optim.max_epochs, g.optim.patience,
-                              os.path.join(out, "train_log.jsonl"), name="train")
+                              os.path.join(out, "train_log.jsonl"), name="train",
+                              eval_every=g.optim.eval_every)
   ckpt.close()
   return jax.device_get(best.params), dict(best_epoch=loop["best_epoch"], epochs=loop["epoch"],
                                            best_valid_ndcg10=loop["best_score"],

@@ -64,27 +64,63 @@ def compile_chunk(train_step, mesh):
                  out_shardings=(repl, repl), donate_argnums=0)
 
 
+def device_examples(examples, mesh):
+  """The training set (history, target) placed once on the devices, replicated: a step then reads
+  its rows by index (``indexed_step``) and an epoch moves only [steps, batch] int32 indices."""
+  data = dict(history=np.asarray(examples.history, np.int32),
+              target=np.asarray(examples.target, np.int32))
+  return jax.device_put(data, sharding.replicated(mesh))
+
+
+def indexed_step(train_step, key="examples"):
+  """Wraps ``train_step`` so its batch is ``{"index": [B]}`` rows of ``consts[key]`` (-1 = a
+  padding row: weight 0, history and target 0), gathered on device."""
+  def step(state, batch, rng, consts):
+    idx_B = batch["index"]
+    valid_B = idx_B >= 0
+    rows = jnp.maximum(idx_B, 0)
+    data = consts[key]
+    full = dict(history=jnp.where(valid_B[:, None], data["history"][rows], 0),
+                target=jnp.where(valid_B, data["target"][rows], 0),
+                weight=valid_B.astype(jnp.float32))
+    return train_step(state, full, rng, consts)
+  return step
+
+
 def run_epoch(chunk_fn, state, epoch_arrays, key, consts, mesh, chunk_steps=50, name="train"):
-  """Runs one epoch of stacked batches; raises FloatingPointError at the first non-finite loss."""
+  """Runs one epoch of stacked batches; raises FloatingPointError at the first non-finite loss.
+
+  Chunk ``i``'s metrics are fetched after chunk ``i + 1`` is dispatched, so the host never stalls
+  the device; a non-finite loss is therefore reported one chunk late (the step is still exact).
+  """
   steps = len(next(iter(epoch_arrays.values())))
   batch_sharding = NamedSharding(mesh, P(None, "data"))
   sums, t0 = {}, time.time()
-  for lo in range(0, steps, chunk_steps):
-    first_step = int(state.step)
-    part = jax.device_put({k: v[lo:lo + chunk_steps] for k, v in epoch_arrays.items()},
-                          batch_sharding)
-    state, metrics = chunk_fn(state, part, key, consts)
+  step0 = int(state.step)
+  pending = None
+
+  def consume(lo, metrics):
     metrics = jax.device_get(metrics)
     bad = np.flatnonzero(~np.isfinite(metrics["loss"]))
     if bad.size:
       raise FloatingPointError(
-          f"{name}: non-finite loss at step {first_step + int(bad[0])}; stopping. The last good "
+          f"{name}: non-finite loss at step {step0 + lo + int(bad[0])}; stopping. The last good "
           "checkpoint is kept; lower the learning rate or check the inputs, then rerun to resume.")
     for k, v in metrics.items():
       sums[k] = sums.get(k, 0.0) + float(np.sum(v))
     done = min(lo + chunk_steps, steps)
     logging.info("%s: step %d/%d loss %.4f (%.1f steps/s)", name, done, steps,
                  float(np.mean(metrics["loss"])), done / max(time.time() - t0, 1e-9))
+
+  for lo in range(0, steps, chunk_steps):
+    part = jax.device_put({k: v[lo:lo + chunk_steps] for k, v in epoch_arrays.items()},
+                          batch_sharding)
+    state, metrics = chunk_fn(state, part, key, consts)
+    if pending is not None:
+      consume(*pending)
+    pending = (lo, metrics)
+  if pending is not None:
+    consume(*pending)
   return state, {k: v / steps for k, v in sums.items()}
 
 
@@ -92,12 +128,16 @@ def abstract_of(tree):
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
 
 
-def fit(state, ckpt, train_epoch, evaluate, score, max_epochs, patience, log_path, name="train"):
+def fit(state, ckpt, train_epoch, evaluate, score, max_epochs, patience, log_path, name="train",
+        eval_every=1):
   """Early-stopped training with resume; returns (best state, loop record).
 
   ``train_epoch(state, epoch) -> (state, train_metrics)``, ``evaluate(state) -> metrics`` on
-  validation, ``score(metrics) -> float`` (higher is better).
+  validation, ``score(metrics) -> float`` (higher is better). Validation runs every ``eval_every``
+  epochs and after the last one; ``patience`` counts validations without improvement.
   """
+  if eval_every < 1:
+    raise ValueError(f"{name}: eval_every must be >= 1, got {eval_every}")
   abstract = abstract_of(state)
   restored = ckpt.restore_latest(abstract)
   loop = dict(epoch=0, best_score=None, best_epoch=0, bad_epochs=0)
@@ -108,24 +148,31 @@ def fit(state, ckpt, train_epoch, evaluate, score, max_epochs, patience, log_pat
   while loop["epoch"] < max_epochs and loop["bad_epochs"] < patience:
     epoch, t0 = loop["epoch"] + 1, time.time()
     state, train_metrics = train_epoch(state, epoch)
-    val = evaluate(state)
-    s = float(score(val))
-    improved = loop["best_score"] is None or s > loop["best_score"]
-    loop = dict(epoch=epoch, best_score=s if improved else loop["best_score"],
-                best_epoch=epoch if improved else loop["best_epoch"],
-                bad_epochs=0 if improved else loop["bad_epochs"] + 1)
-    if improved:
-      ckpt.save_best(epoch, state, loop)
-    ckpt.save_latest(epoch, state, loop)
-    record = dict(epoch=epoch, seconds=time.time() - t0, train=train_metrics, valid=val,
-                  score=s, best_epoch=loop["best_epoch"])
+    record = dict(epoch=epoch, train=train_metrics)
+    if epoch % eval_every and epoch < max_epochs:
+      loop = dict(loop, epoch=epoch)
+      ckpt.save_latest(epoch, state, loop)
+      logging.info("%s: epoch %d  %s  (%.0fs)", name, epoch, _fmt(train_metrics),
+                   time.time() - t0)
+    else:
+      val = evaluate(state)
+      s = float(score(val))
+      improved = loop["best_score"] is None or s > loop["best_score"]
+      loop = dict(epoch=epoch, best_score=s if improved else loop["best_score"],
+                  best_epoch=epoch if improved else loop["best_epoch"],
+                  bad_epochs=0 if improved else loop["bad_epochs"] + 1)
+      if improved:
+        ckpt.save_best(epoch, state, loop)
+      ckpt.save_latest(epoch, state, loop)
+      record.update(valid=val, score=s, best_epoch=loop["best_epoch"])
+      logging.info("%s: epoch %d  %s  valid %s  score %.4f%s  (%.0fs)", name, epoch,
+                   _fmt(train_metrics), _fmt(val), s, "  *best*" if improved else "",
+                   time.time() - t0)
+    record["seconds"] = time.time() - t0
     with open(log_path, "a") as f:
       f.write(json.dumps(record) + "\n")
-    logging.info("%s: epoch %d  %s  valid %s  score %.4f%s  (%.0fs)", name, epoch,
-                 _fmt(train_metrics), _fmt(val), s, "  *best*" if improved else "",
-                 record["seconds"])
   if loop["bad_epochs"] >= patience:
-    logging.info("%s: early stop after %d epochs without improvement", name, patience)
+    logging.info("%s: early stop after %d validations without improvement", name, patience)
   best = ckpt.restore_best(abstract)
   if best is None:
     raise RuntimeError(f"{name}: no epoch finished (max_epochs={max_epochs})")

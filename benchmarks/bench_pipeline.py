@@ -1,0 +1,130 @@
+"""The whole pipeline on one dataset, timed per stage; one JSON record for benchmarks/report.py.
+
+  .venv/bin/python benchmarks/bench_pipeline.py --dataset=beauty --workdir=/tmp/pipe_beauty \
+      --out=benchmarks/results/pipeline_beauty_seed0.json
+
+Runs every stage in order (data, embed, align, codes, train, eval, analyze) in this process, so
+the record holds each stage's wall time, the peak RSS, the eval stage's results.json (test metrics
+from the checkpoint chosen on validation), Stage II's epochs, and where it ran (commit, machine,
+load). ``--set=generate.ikd=False`` (repeatable) runs an ablation; ``--label`` names it in the
+report. Stages already done in the workdir are skipped (their time is then ~0): use ``--fresh``
+for a timing run.
+"""
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from configs import prorec  # noqa: E402
+from prorec_jax import pipeline  # noqa: E402
+
+_DATASET = flags.DEFINE_string("dataset", "beauty", "Dataset name.")
+_VARIANT = flags.DEFINE_string("variant", "paper", "Stage II model size (configs/prorec.py).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Work directory.", required=True)
+_OUT = flags.DEFINE_string("out", None, "Where to write the JSON record.", required=True)
+_SEED = flags.DEFINE_integer("seed", 0, "config.seed.")
+_LABEL = flags.DEFINE_string("label", "prorec", "Row name in the report (ablation name).")
+_SET = flags.DEFINE_multi_string("set", [], "Config override field=value, e.g. "
+                                 "generate.ikd=False (value parsed as JSON, else a string).")
+_STAGES = flags.DEFINE_list("stages", list(pipeline.ORDER), "Stages to run, in order.")
+_FRESH = flags.DEFINE_bool("fresh", False, "Delete the workdir first.")
+_DATA_ROOT = flags.DEFINE_string("data_root", os.path.join(REPO, "..", "shared", "data"),
+                                 "data.root (absolute, so the script runs from any directory).")
+
+
+def _parse(value):
+  try:
+    return json.loads(value)
+  except json.JSONDecodeError:
+    return {"True": True, "False": False}.get(value, value)
+
+
+def build_config():
+  config = prorec.get_config(f"dataset={_DATASET.value},variant={_VARIANT.value}")
+  with config.unlocked():
+    config.seed = _SEED.value
+    config.data.root = os.path.abspath(_DATA_ROOT.value)
+  for item in _SET.value:
+    if "=" not in item:
+      raise ValueError(f"--set {item!r} is not field=value")
+    field, value = item.split("=", 1)
+    *parents, last = field.split(".")
+    node = config
+    for name in parents:
+      node = node[name]
+    value = _parse(value)
+    if isinstance(node[last], tuple):  # a misspelt field raises here: the config is locked
+      value = tuple(value)
+    node[last] = value
+  return config
+
+
+def machine():
+  model = "unknown"
+  try:
+    with open("/proc/cpuinfo") as f:
+      model = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+  except (OSError, StopIteration):
+    pass
+  import jax  # pylint: disable=g-import-not-at-top
+  return dict(cpu=model, cores=os.cpu_count(), platform=platform.platform(),
+              jax=jax.__version__, devices=[str(d) for d in jax.devices()])
+
+
+def commit():
+  def git(*args):
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
+  return git("rev-parse", "--short", "HEAD") + ("-dirty" if git("status", "--porcelain") else "")
+
+
+def _load(path):
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def main(argv):
+  del argv
+  config = build_config()
+  workdir = _WORKDIR.value
+  if _FRESH.value:
+    shutil.rmtree(workdir, ignore_errors=True)
+  record = dict(dataset=_DATASET.value, label=_LABEL.value, seed=_SEED.value,
+                variant=_VARIANT.value, overrides=list(_SET.value), commit=commit(),
+                machine=machine(), load_before=os.getloadavg(), stage_seconds={},
+                started=time.strftime("%Y-%m-%d %H:%M:%S"),
+                command=" ".join([os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:]))
+  t0 = time.time()
+  for stage in _STAGES.value:
+    t1 = time.time()
+    pipeline.run(stage, config, workdir)
+    record["stage_seconds"][stage] = round(time.time() - t1, 1)
+    logging.info("bench: %s %.1fs", stage, record["stage_seconds"][stage])
+  record.update(total_seconds=round(time.time() - t0, 1), load_after=os.getloadavg(),
+                peak_rss_gib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2))
+  results = _load(os.path.join(workdir, "eval", "results.json")) or {}
+  results.pop("config", None)  # the record keeps the overrides; the workdir keeps the config
+  record["results"] = results
+  record["train"] = _load(os.path.join(workdir, "train", "metrics.json"))
+  record["align"] = _load(os.path.join(workdir, "align", "metrics.json"))
+  record["dominance"] = _load(os.path.join(workdir, "analyze", "dominance.json"))
+  os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
+  with open(_OUT.value, "w") as f:
+    json.dump(record, f, indent=1, default=float)
+  print(json.dumps(dict(total_seconds=record["total_seconds"], stage_seconds=record["stage_seconds"],
+                        test=results.get("test"))))
+
+
+if __name__ == "__main__":
+  app.run(main)

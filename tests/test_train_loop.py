@@ -1,0 +1,86 @@
+"""The shared loop: device-resident batches equal host batches; validation cadence and patience."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from prorec_jax import checkpoint
+from prorec_jax import sharding
+from prorec_jax import train_loop
+from prorec_jax.data import batching
+from prorec_jax.data import split as split_lib
+
+
+def _loss(params, batch, key, consts):
+  del key, consts
+  # Depends on history, target and weight, so a wrong gather or padding rule changes the result.
+  x = batch["history"].astype(jnp.float32).mean(-1) * params["a"] + batch["target"] * params["b"]
+  per_row = (x - 1.0) ** 2
+  return jnp.sum(per_row * batch["weight"]) / jnp.maximum(batch["weight"].sum(), 1.0), {}
+
+
+def _examples(n=37, h=5):
+  rng = np.random.default_rng(0)
+  return split_lib.Examples(rng.integers(0, 9, (n, h)).astype(np.int32),
+                            rng.integers(1, 9, n).astype(np.int32), np.arange(n, dtype=np.int32))
+
+
+def test_device_resident_epoch_equals_host_batches():
+  mesh = sharding.make_mesh()
+  ex = _examples()  # 37 rows, batch 8: the last batch has 3 padding rows
+  tx = optax.sgd(0.01)
+  params = {"a": np.float32(0.3), "b": np.float32(-0.2)}  # host values: states are donated
+  base = train_loop.make_train_step(_loss, tx)
+  key = jax.random.key(0)
+  repl = sharding.replicated(mesh)
+
+  host_chunk = train_loop.compile_chunk(base, mesh)
+  arrays = batching.epoch_arrays(ex, 8, seed=3, epoch=1)
+  arrays.pop("user")
+  s_host = jax.device_put(train_loop.init_state(params, tx), repl)
+  s_host, m_host = train_loop.run_epoch(host_chunk, s_host, arrays, key, {}, mesh, chunk_steps=2)
+
+  dev_chunk = train_loop.compile_chunk(train_loop.indexed_step(base), mesh)
+  consts = {"examples": train_loop.device_examples(ex, mesh)}
+  index = dict(index=batching.batch_indices(len(ex), 8, seed=3, epoch=1).astype(np.int32))
+  s_dev = jax.device_put(train_loop.init_state(params, tx), repl)
+  s_dev, m_dev = train_loop.run_epoch(dev_chunk, s_dev, index, key, consts, mesh, chunk_steps=2)
+
+  assert int(s_dev.step) == int(s_host.step) == 5
+  for name in params:
+    np.testing.assert_allclose(s_dev.params[name], s_host.params[name], rtol=1e-6)
+  np.testing.assert_allclose(m_dev["loss"], m_host["loss"], rtol=1e-6)
+
+
+def _fit(tmp_path, scores, max_epochs, patience, eval_every):
+  mesh = sharding.make_mesh()
+  tx = optax.sgd(0.1)
+  state = jax.device_put(train_loop.init_state({"w": jnp.zeros(())}, tx),
+                         sharding.replicated(mesh))
+  trained, evaluated = [], []
+
+  def train_epoch(st, epoch):
+    trained.append(epoch)
+    return st.replace(step=st.step + 1), {"loss": 1.0}
+
+  def evaluate(st):
+    evaluated.append(int(st.step))
+    return {"m": scores[len(evaluated) - 1]}
+  ck = checkpoint.Checkpoints(str(tmp_path / "ck"))
+  best, loop = train_loop.fit(state, ck, train_epoch, evaluate, lambda m: m["m"], max_epochs,
+                              patience, str(tmp_path / "log.jsonl"), eval_every=eval_every)
+  ck.close()
+  return trained, evaluated, int(best.step), loop
+
+
+def test_eval_every_validates_on_multiples_and_the_last_epoch(tmp_path):
+  trained, evaluated, best_step, loop = _fit(tmp_path, [0.1, 0.3, 0.2], 5, 10, 2)
+  assert trained == [1, 2, 3, 4, 5]
+  assert evaluated == [2, 4, 5]
+  assert best_step == 4 and loop["best_epoch"] == 4
+
+
+def test_patience_counts_validations_not_epochs(tmp_path):
+  trained, evaluated, best_step, loop = _fit(tmp_path, [0.5, 0.4, 0.3, 0.2], 20, 2, 3)
+  assert evaluated == [3, 6, 9]  # best at 3, then two validations without improvement
+  assert trained == list(range(1, 10)) and best_step == 3 and loop["bad_epochs"] == 2
