@@ -72,6 +72,7 @@ def get_config(arg=None):
   e.pooling = "mean"  # "mean" | "cls" | "last"
   e.normalize = True
   e.fields = ("title", "attributes")
+  e.max_batch_tokens = -1  # padded tokens per batch cap; -1: 2048 on CPU, none elsewhere; 0: none
   e.precomputed = ""  # path to a [num_items + 1, D] or [num_items, D] .npy made elsewhere
 
   c.align = a = ml_collections.ConfigDict()

@@ -148,10 +148,8 @@ def run(config, workdir):
   align_model.uses_alignment(config.align.fusion)  # validates the name
   out = artifacts.stage_dir(workdir, "align")
   fp = fingerprint(config, workdir)
-  if artifacts.is_done(workdir, "align", fp, OUTPUTS):
-    logging.info("align: outputs in %s match the config; skipping", out)
+  if not artifacts.begin(workdir, "align", fp, OUTPUTS):
     return
-  artifacts.start(workdir, "align", fp)
   t0 = time.time()
   ds = dataset_lib.load(workdir)
   if ds.num_items == 0:

@@ -261,10 +261,8 @@ def _fingerprint(config, workdir):
 def run(config, workdir):
   z, out = config.analyze, artifacts.stage_dir(workdir, STAGE)
   fp = _fingerprint(config, workdir)
-  if artifacts.is_done(workdir, STAGE, fp, (DOMINANCE, TSNE)):
-    logging.info("analyze: outputs in %s match the config; skipping", out)
+  if not artifacts.begin(workdir, STAGE, fp, (DOMINANCE, TSNE)):
     return
-  artifacts.clear_done(workdir, STAGE)
   t0 = time.time()
   fused, sources, notes = load_embeddings(config, workdir)
   n = fused.shape[0]

@@ -12,13 +12,24 @@ import shutil
 import tempfile
 
 import numpy as np
+from absl import logging
 
 DONE = "done.json"
+
+
+def _read_umask():
+  mask = os.umask(0)  # the only portable way to read it; done once, at import, not in threads
+  os.umask(mask)
+  return mask
+
+
+_UMASK = _read_umask()
 
 
 def _atomic(path, write_fn, mode):
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
+  os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts in shared workdirs must be readable
   try:
     with os.fdopen(fd, mode) as f:
       write_fn(f)
@@ -130,6 +141,16 @@ def start(workdir, stage, fp):
   os.makedirs(sdir, exist_ok=True)
   with open(marker, "w") as f:
     f.write(fp)
+
+
+def begin(workdir, stage, fp, outputs):
+  """The preamble of every stage: False (and a log line) when ``outputs`` exist and were made with
+  fingerprint ``fp``, so the stage is skipped; otherwise ``start`` it and return True."""
+  if is_done(workdir, stage, fp, outputs):
+    logging.info("%s: outputs in %s match the config; skipping", stage, stage_dir(workdir, stage))
+    return False
+  start(workdir, stage, fp)
+  return True
 
 
 def clear_done(workdir, stage):

@@ -312,10 +312,8 @@ def run(config, workdir):
   _, upstream = input_path(config, workdir)
   fp = artifacts.fingerprint(config, ["codes", "seed"], workdir, upstream=(upstream,))
   out = artifacts.stage_dir(workdir, STAGE)
-  if artifacts.is_done(workdir, STAGE, fp, OUTPUTS):
-    logging.info("codes: outputs in %s match the config; skipping", out)
+  if not artifacts.begin(workdir, STAGE, fp, OUTPUTS):
     return
-  artifacts.clear_done(workdir, STAGE)
   t0 = time.time()
   x_NxD, _ = load_input(config, workdir)
   q = config.codes

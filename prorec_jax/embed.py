@@ -221,7 +221,7 @@ def _encode_items(e, texts):
   logging.info("embed: %s (%s, dim %d) from %s", e.encoder, encoder.model_type, encoder.dim,
                encoder.path)
   emb, info = embed_texts(encoder, texts, int(e.max_tokens), int(e.batch_size), e.pooling,
-                          e.normalize, e.get("max_batch_tokens", None))
+                          e.normalize, None if e.max_batch_tokens < 0 else e.max_batch_tokens)
   if info["texts_at_max_tokens"]:
     logging.warning("embed: %d item texts reach embed.max_tokens=%d and may be truncated",
                     info["texts_at_max_tokens"], e.max_tokens)

@@ -60,10 +60,8 @@ def fingerprint(config, workdir):
 def run(config, workdir):
   out = artifacts.stage_dir(workdir, STAGE)
   fp = fingerprint(config, workdir)
-  if artifacts.is_done(workdir, STAGE, fp, OUTPUTS):
-    logging.info("eval: outputs in %s match the config; skipping", out)
+  if not artifacts.begin(workdir, STAGE, fp, OUTPUTS):
     return
-  artifacts.start(workdir, STAGE, fp)
   t0 = time.time()
   ds, split, tables, model, consts = generate.setup(config, workdir)
   tokens = consts["tokens"]

@@ -183,10 +183,8 @@ def load_params(path, template):
 def run(config, workdir):
   out = artifacts.stage_dir(workdir, STAGE)
   fp = fingerprint(config, workdir)
-  if artifacts.is_done(workdir, STAGE, fp, OUTPUTS):
-    logging.info("train: outputs in %s match the config; skipping", out)
+  if not artifacts.begin(workdir, STAGE, fp, OUTPUTS):
     return
-  artifacts.start(workdir, STAGE, fp)
   t0 = time.time()
   params, result = train(config, workdir, sharding.make_mesh())
   save_params(os.path.join(out, PARAMS), params)

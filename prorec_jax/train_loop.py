@@ -8,7 +8,6 @@ run ends where an uninterrupted one does.
 """
 import json
 import math
-import os
 import time
 from typing import Any
 

@@ -118,3 +118,15 @@ def test_force_redoes_from_scratch(tmp_path):
   (tmp_path / "data" / "leftover").write_text("x")
   pipeline.run("data", _cfg(), wd, force=True)
   assert not (tmp_path / "data" / "leftover").exists()
+
+
+def test_begin_skips_only_finished_outputs_of_the_same_config(tmp_path):
+  wd = str(tmp_path)
+  assert artifacts.begin(wd, "codes", "fp1", ("codes.npy",))
+  (tmp_path / "codes" / "codes.npy").write_text("x")
+  assert artifacts.begin(wd, "codes", "fp1", ("codes.npy",))  # not marked done: runs again
+  artifacts.mark_done(wd, "codes", "fp1")
+  assert not artifacts.begin(wd, "codes", "fp1", ("codes.npy",))  # done, same config: skipped
+  assert artifacts.begin(wd, "codes", "fp2", ("codes.npy",))  # another config: redone, wiped
+  assert not (tmp_path / "codes" / "codes.npy").exists()
+  assert not (tmp_path / "codes" / "done.json").exists()

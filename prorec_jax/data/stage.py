@@ -60,10 +60,8 @@ def fingerprint(config):
 def run(config, workdir):
   out = artifacts.stage_dir(workdir, "data")
   fp = fingerprint(config)
-  if artifacts.is_done(workdir, "data", fp, OUTPUTS):
-    logging.info("data: outputs in %s match the config; skipping", out)
+  if not artifacts.begin(workdir, "data", fp, OUTPUTS):
     return
-  artifacts.start(workdir, "data", fp)
   t0 = time.time()
   ds = read(config)
   split = split_lib.leave_one_out(ds.sequences, config.data.max_history)

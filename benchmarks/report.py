@@ -1,0 +1,169 @@
+"""Markdown tables from the JSON records the benchmark scripts write; no number is typed by hand.
+
+  .venv/bin/python benchmarks/report.py                      # print the tables
+  .venv/bin/python benchmarks/report.py --write BENCHMARKS.md  # replace the generated section
+
+Reads ``benchmarks/results/*.json`` (records of bench_pipeline.py: each holds the eval stage's
+results.json, per-stage seconds, commit, machine and load). The paper's figures are the only
+constants here, labelled as the paper's.
+"""
+import argparse
+import glob
+import json
+import math
+import os
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BEGIN, END = "<!-- report:begin (benchmarks/report.py) -->", "<!-- report:end -->"
+# PRORec paper, Table 3 (test split, full ranking).
+PAPER = {
+    "beauty": {"recall@10": 0.0939, "recall@20": 0.1289, "ndcg@10": 0.0559, "ndcg@20": 0.0646},
+    "sports": {"recall@10": 0.0471, "recall@20": 0.0710, "ndcg@10": 0.0259, "ndcg@20": 0.0319},
+    "toys": {"recall@10": 0.0822, "recall@20": 0.1154, "ndcg@10": 0.0489, "ndcg@20": 0.0573},
+}
+DATASETS = ("beauty", "sports", "toys", "yelp")
+COLS = ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20")
+
+
+def load_records(directory):
+  out = []
+  for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
+    with open(path) as f:
+      rec = json.load(f)
+    rec["file"] = os.path.basename(path)
+    out.append(rec)
+  return out
+
+
+def _mean_std(values):
+  m = sum(values) / len(values)
+  if len(values) < 2:
+    return m, None
+  return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+
+def _cell(values):
+  m, s = _mean_std(values)
+  return f"{m:.4f}" if s is None else f"{m:.4f} ± {s:.4f}"
+
+
+def _finished(records):
+  return [r for r in records if (r.get("results") or {}).get("test")]
+
+
+def main_table(records):
+  lines = ["| dataset | model | seeds | " + " | ".join(COLS) + " |", "|---|---|---|" +
+           "---|" * len(COLS)]
+  for ds in DATASETS:
+    runs = [r for r in _finished(records) if r["dataset"] == ds and r["label"] == "prorec"]
+    if runs:
+      seeds = ", ".join(str(r["seed"]) for r in runs)
+      lines.append(f"| {ds} | PRORec-JAX (ours) | {seeds} | " + " | ".join(
+          _cell([r["results"]["test"][c] for r in runs]) for c in COLS) + " |")
+      for method in ("markov", "popularity"):
+        base = runs[0]["results"].get("baselines", {}).get(method)
+        if base:
+          lines.append(f"| {ds} | {method} baseline | - | " +
+                       " | ".join(f"{base['test'][c]:.4f}" for c in COLS) + " |")
+    else:
+      lines.append(f"| {ds} | PRORec-JAX (ours) | not run | " + " | ".join("-" for _ in COLS)
+                   + " |")
+    if ds in PAPER:
+      lines.append(f"| {ds} | PRORec (paper, Table 3) | - | " + " | ".join(
+          f"{PAPER[ds][c]:.4f}" if c in PAPER[ds] else "-" for c in COLS) + " |")
+  return "\n".join(lines)
+
+
+def ablation_table(records, dataset="beauty"):
+  runs = [r for r in _finished(records) if r["dataset"] == dataset]
+  if not runs:
+    return f"No finished {dataset} runs yet."
+  lines = ["| variant | overrides | seed | test R@10 | test N@10 | test R@20 | test N@20 | "
+           "valid N@10 |", "|---|---|---|---|---|---|---|---|"]
+  for r in sorted(runs, key=lambda r: (r["label"] != "prorec", r["label"], r["seed"])):
+    t, v = r["results"]["test"], r["results"]["valid"]
+    over = ", ".join(f"`{o}`" for o in r.get("overrides", [])) or "defaults"
+    lines.append(f"| {r['label']} | {over} | {r['seed']} | {t['recall@10']:.4f} | "
+                 f"{t['ndcg@10']:.4f} | {t['recall@20']:.4f} | {t['ndcg@20']:.4f} | "
+                 f"{v['ndcg@10']:.4f} |")
+  return "\n".join(lines)
+
+
+def speed_table(records):
+  stages = ("data", "embed", "align", "codes", "train", "eval", "analyze")
+  lines = ["| record | " + " | ".join(stages) + " | total | peak RSS | Stage II epochs (best) | "
+           "beam = exhaustive (users) | commit | load before/after |",
+           "|---|" + "---|" * (len(stages) + 6)]
+  for r in records:
+    sec = r.get("stage_seconds", {})
+    tr = r.get("train") or {}
+    bve = (r.get("results") or {}).get("beam_vs_exhaustive")
+    agree = f"{bve['exact_list_rate']:.3f} ({bve['users']})" if bve else "-"
+    epochs = f"{tr['epochs']} ({tr['best_epoch']})" if tr else "-"
+    load = "/".join(f"{r[k][0]:.1f}" for k in ("load_before", "load_after") if k in r)
+    lines.append(f"| {r['file']} | " + " | ".join(
+        f"{sec[s]:.0f} s" if s in sec else "-" for s in stages) +
+        f" | **{r.get('total_seconds', 0) / 60:.1f} min** | {r.get('peak_rss_gib', '-')} GiB | "
+        f"{epochs} | {agree} | {r.get('commit', '?')} | {load} |")
+  return "\n".join(lines)
+
+
+def dominance_table(records):
+  # Without an independent collaborative reference (analyze.collab_workdir = a collab_only run)
+  # the reference is this run's own embedding and the shares say nothing: marked "self".
+  lines = ["| record | fusion | collaborative reference | semantic share | collaborative share | "
+           "kNN overlap@10 sem / col |", "|---|---|---|---|---|---|"]
+  rows = 0
+  for r in records:
+    d = r.get("dominance")
+    if not d:
+      continue
+    s, c = d["sources"]["semantic"], d["sources"]["collaborative"]
+    ref = "collab_only run" if d.get("collab_independent") else "self"
+    lines.append(f"| {r['file']} | {d['fusion']} | {ref} | {s['share']:.2f} | {c['share']:.2f} | "
+                 f"{s['knn_overlap@10']:.3f} / {c['knn_overlap@10']:.3f} |")
+    rows += 1
+  return "\n".join(lines) if rows else "No dominance records yet."
+
+
+def render(records):
+  machines = sorted({f"{r['machine']['cpu']}, {r['machine']['cores']} cores, JAX "
+                     f"{r['machine']['jax']}" for r in records if "machine" in r})
+  commands = "\n".join(f"    {r['command']}" for r in records if "command" in r)
+  return "\n\n".join([
+      BEGIN,
+      "Generated from `benchmarks/results/*.json` by `benchmarks/report.py --write BENCHMARKS.md`;"
+      " do not edit by hand. Machines: " + ("; ".join(machines) or "-") + ".",
+      "Commands that produced the records:\n\n" + (commands or "    (none yet)"),
+      "### Main table (test split, model chosen on validation)", main_table(records),
+      "### Runs on Beauty (defaults and ablations)", ablation_table(records),
+      "### Wall time per stage", speed_table(records),
+      "### Semantic dominance", dominance_table(records),
+      END])
+
+
+def write(path, text):
+  with open(path) as f:
+    doc = f.read()
+  if BEGIN in doc and END in doc:
+    doc = doc[:doc.index(BEGIN)] + text + doc[doc.index(END) + len(END):]
+  else:
+    doc = doc.rstrip("\n") + "\n\n## Pipeline runs (generated)\n\n" + text + "\n"
+  with open(path, "w") as f:
+    f.write(doc)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--results", default=os.path.join(HERE, "results"))
+  parser.add_argument("--write", help="markdown file whose generated section is replaced")
+  args = parser.parse_args()
+  text = render(load_records(args.results))
+  if args.write:
+    write(args.write, text)
+  else:
+    print(text)
+
+
+if __name__ == "__main__":
+  main()
