@@ -78,16 +78,20 @@ def check_beam(beam, topk, num_items):
 
 def beam_search(model, params, hist_BxH, tokens_NxL, child_LxPxK, beam, topk):
   """Top-``topk`` distinct existing items [B, topk] and their code log-probabilities [B, topk]."""
-  num_levels, k = model.num_levels, model.k
-  b = hist_BxH.shape[0]
   mem, mask = model.apply(params, hist_BxH, tokens_NxL, method=seq2seq.Seq2Seq.encode)
-  mem_RxTxW = jnp.repeat(mem, beam, axis=0)  # R = B * beam; encoder output reused by every beam
-  mask_RxT = jnp.repeat(mask, beam, axis=0)
+  return search_from_memory(model, params, mem, mask, child_LxPxK, beam, topk)
+
+
+def search_from_memory(model, params, mem, mask, child_LxPxK, beam, topk):
+  """The beam search proper, on encoder outputs (memory [B, T, W], key mask [B, T])."""
+  num_levels, k = model.num_levels, model.k
+  b = mem.shape[0]
   score_BxM = jnp.full((b, beam), -jnp.inf).at[:, 0].set(0.0)  # one live beam: the empty prefix
   node_BxM = jnp.zeros((b, beam), jnp.int32)
   dec_BxMxS = jnp.full((b, beam, 1), seq2seq.BOS, jnp.int32)
   for level in range(num_levels):
-    h = model.apply(params, mem_RxTxW, mask_RxT, dec_BxMxS.reshape(b * beam, -1),
+    # The beams of a user share its memory: cross-attention keys/values are projected once per user.
+    h = model.apply(params, mem, mask, dec_BxMxS.reshape(b * beam, -1), group=beam,
                     method=seq2seq.Seq2Seq.decode)[:, -1]
     logits = model.apply(params, h, level, method=seq2seq.Seq2Seq.level_logits)
     logp_BxMxK = jax.nn.log_softmax(logits.astype(jnp.float32)).reshape(b, beam, k)

@@ -70,15 +70,20 @@ class DecoderLayer(nn.Module):
   dropout: float
 
   @nn.compact
-  def __call__(self, y_BxSxW, mem_BxTxW, cross_Bx1xSxT, train):
+  def __call__(self, y_BxSxW, mem_BxTxW, cross_Bx1xSxT, train, group=1):
+    """``group > 1``: rows ``g * i .. g * i + g - 1`` of ``y`` (e.g. the beams of user ``i``) share
+    memory row ``i``; their queries attend to it together, so its keys/values are projected once."""
     s = y_BxSxW.shape[1]
     causal = jnp.tril(jnp.ones((s, s), bool))[None, None]
     drop = nn.Dropout(self.dropout)
     h = nn.MultiHeadDotProductAttention(self.num_heads, dropout_rate=self.dropout, name="self")(
         nn.LayerNorm()(y_BxSxW), mask=causal, deterministic=not train)
     y_BxSxW = y_BxSxW + drop(h, deterministic=not train)
+    q = nn.LayerNorm()(y_BxSxW)
+    if group > 1:
+      q = q.reshape(-1, group * s, q.shape[-1])  # [B, group * S, W]: attention rows independent
     h = nn.MultiHeadDotProductAttention(self.num_heads, dropout_rate=self.dropout, name="cross")(
-        nn.LayerNorm()(y_BxSxW), mem_BxTxW, mask=cross_Bx1xSxT, deterministic=not train)
+        q, mem_BxTxW, mask=cross_Bx1xSxT, deterministic=not train).reshape(y_BxSxW.shape)
     y_BxSxW = y_BxSxW + drop(h, deterministic=not train)
     h = Mlp(self.mlp_width, self.dropout)(nn.LayerNorm()(y_BxSxW), train)
     return y_BxSxW + drop(h, deterministic=not train)
@@ -141,21 +146,22 @@ class Seq2Seq(nn.Module):
       x_BxTxW = layer(x_BxTxW, att_mask, train)
     return self.enc_norm(x_BxTxW), mask_BxT
 
-  def decode_embedded(self, mem_BxTxW, mem_mask_BxT, y_BxSxW, train=False):
-    """Decoder stack on input embeddings [B, S, W] (positions added here) -> hidden [B, S, W]."""
+  def decode_embedded(self, mem_BxTxW, mem_mask_BxT, y_BxSxW, train=False, group=1):
+    """Decoder stack on input embeddings [B * group, S, W] (positions added here) -> hidden of the
+    same shape; ``group`` consecutive rows share one memory row (see DecoderLayer)."""
     s = y_BxSxW.shape[1]
     y_BxSxW = self.drop(y_BxSxW + self.dec_pos(jnp.arange(s))[None], deterministic=not train)
     cross = mem_mask_BxT[:, None, None, :]
     for layer in self.dec_layers:
-      y_BxSxW = layer(y_BxSxW, mem_BxTxW, cross, train)
+      y_BxSxW = layer(y_BxSxW, mem_BxTxW, cross, train, group)
     return self.dec_norm(y_BxSxW)
 
   def level_logits(self, h_BxW, level):
     """Logits over the K codes of ``level`` (static int) from a decoder hidden state."""
     return h_BxW @ self.head_w[level] + self.head_b[level]
 
-  def decode(self, mem_BxTxW, mem_mask_BxT, dec_tok_BxS, train=False):
-    return self.decode_embedded(mem_BxTxW, mem_mask_BxT, self.embed(dec_tok_BxS), train)
+  def decode(self, mem_BxTxW, mem_mask_BxT, dec_tok_BxS, train=False, group=1):
+    return self.decode_embedded(mem_BxTxW, mem_mask_BxT, self.embed(dec_tok_BxS), train, group)
 
   def __call__(self, hist_BxH, target_tok_BxL, tokens_NxL, train=False):
     """Teacher forcing: code logits [B, L, K] and the IKD vector [B, ikd_dim] (None without)."""

@@ -43,6 +43,24 @@ def test_decoder_is_causal():
     assert np.abs(jac_SxSxW[t, :t + 1]).max() > 0.0
 
 
+def test_grouped_decode_equals_repeated_memory():
+  """Beam search shares a user's memory across its beams (group=beam): same output as repeating
+  the memory once per beam, which is what the per-row decoder computes."""
+  model, tok = _model(), jnp.asarray(_tokens())
+  params = seq2seq.init_params(model, 0, tok)
+  hist = jnp.array([[0, 0, 4, 5, 6, 7], [0, 9, 3, 2, 1, 8]])
+  mem, mask = model.apply(params, hist, tok, method=seq2seq.Seq2Seq.encode)
+  beams = 3
+  dec = jax.random.randint(jax.random.key(2), (2 * beams, L + 1), 3, 3 + L * K)
+  grouped = model.apply(params, mem, mask, dec, group=beams, method=seq2seq.Seq2Seq.decode)
+  repeated = model.apply(params, jnp.repeat(mem, beams, 0), jnp.repeat(mask, beams, 0), dec,
+                         method=seq2seq.Seq2Seq.decode)
+  np.testing.assert_allclose(grouped, repeated, atol=1e-5)
+  swapped = model.apply(params, mem[::-1], mask[::-1], dec, group=beams,
+                        method=seq2seq.Seq2Seq.decode)
+  assert np.abs(np.asarray(swapped - repeated)).max() > 1e-4  # rows do see their own user
+
+
 @pytest.mark.parametrize("history_tokens", ["per_code", "per_item"])
 def test_padding_does_not_change_output(history_tokens):
   model, tok = _model(history_tokens), jnp.asarray(_tokens())
