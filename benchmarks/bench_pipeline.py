@@ -38,6 +38,10 @@ _SET = flags.DEFINE_multi_string("set", [], "Config override field=value, e.g. "
                                  "generate.ikd=False (value parsed as JSON, else a string).")
 _STAGES = flags.DEFINE_list("stages", list(pipeline.ORDER), "Stages to run, in order.")
 _FRESH = flags.DEFINE_bool("fresh", False, "Delete the workdir first.")
+_REUSE = flags.DEFINE_string("reuse", "", "A finished workdir of the same dataset: its stage "
+                             "outputs are copied in first (not its checkpoints); stages whose "
+                             "config is unchanged then skip, so an ablation reruns only what it "
+                             "changes.")
 _DATA_ROOT = flags.DEFINE_string("data_root", os.path.join(REPO, "..", "shared", "data"),
                                  "data.root (absolute, so the script runs from any directory).")
 
@@ -100,7 +104,12 @@ def main(argv):
   workdir = _WORKDIR.value
   if _FRESH.value:
     shutil.rmtree(workdir, ignore_errors=True)
-  record = dict(dataset=_DATASET.value, label=_LABEL.value, seed=_SEED.value,
+  if _REUSE.value:
+    for stage in pipeline.ORDER:
+      src, dst = os.path.join(_REUSE.value, stage), os.path.join(workdir, stage)
+      if os.path.isdir(src) and not os.path.exists(dst):
+        shutil.copytree(src, dst, ignore=shutil.ignore_patterns("checkpoints"))
+  record = dict(dataset=_DATASET.value, label=_LABEL.value, seed=_SEED.value, reuse=_REUSE.value,
                 variant=_VARIANT.value, overrides=list(_SET.value), commit=commit(),
                 machine=machine(), load_before=os.getloadavg(), stage_seconds={},
                 started=time.strftime("%Y-%m-%d %H:%M:%S"),

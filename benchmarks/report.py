@@ -95,6 +95,8 @@ def speed_table(records):
            "beam = exhaustive (users) | commit | load before/after |",
            "|---|" + "---|" * (len(stages) + 6)]
   for r in records:
+    if r.get("reuse"):  # stages copied from another run: its times are not this run's cost
+      continue
     sec = r.get("stage_seconds", {})
     tr = r.get("train") or {}
     bve = (r.get("results") or {}).get("beam_vs_exhaustive")
@@ -126,10 +128,24 @@ def dominance_table(records):
   return "\n".join(lines) if rows else "No dominance records yet."
 
 
-def render(records):
+def dual_table(records):
+  rows = [r for r in records if "speedup" in r]
+  if not rows:
+    return "No unified-vs-dual records yet."
+  lines = ["| record | users | beam | unified users/s | dual users/s | dual / unified time | "
+           "code storage dual / unified | commit | devices |", "|---|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    lines.append(f"| {r['file']} | {r['users']} | {r['beam']} | {r['unified_users_per_s']} | "
+                 f"{r['dual_users_per_s']} | **{r['speedup']}x** | {r['storage_ratio']}x | "
+                 f"{r['commit']} | {r['devices'][0]} x{len(r['devices'])} |")
+  return "\n".join(lines)
+
+
+def render(all_records):
+  records = [r for r in all_records if "stage_seconds" in r]  # bench_pipeline.py records
   machines = sorted({f"{r['machine']['cpu']}, {r['machine']['cores']} cores, JAX "
                      f"{r['machine']['jax']}" for r in records if "machine" in r})
-  commands = "\n".join(f"    {r['command']}" for r in records if "command" in r)
+  commands = "\n".join(f"    {r['command']}" for r in all_records if "command" in r)
   return "\n\n".join([
       BEGIN,
       "Generated from `benchmarks/results/*.json` by `benchmarks/report.py --write BENCHMARKS.md`;"
@@ -139,6 +155,7 @@ def render(records):
       "### Runs on Beauty (defaults and ablations)", ablation_table(records),
       "### Wall time per stage", speed_table(records),
       "### Semantic dominance", dominance_table(records),
+      "### Unified code vs two codes (inference)", dual_table(all_records),
       END])
 
 

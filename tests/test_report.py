@@ -1,0 +1,41 @@
+"""benchmarks/report.py: tables come from the records (mean/std over seeds), and --write replaces
+only its own section."""
+import importlib.util
+import json
+import os
+
+from conftest import REPO
+
+_spec = importlib.util.spec_from_file_location(
+    "report", os.path.join(REPO, "benchmarks", "report.py"))
+report = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(report)
+
+
+def _record(seed, r10, label="prorec", reuse=""):
+  m = {c: 0.1 for c in report.COLS}
+  m["recall@10"] = r10
+  return dict(dataset="beauty", label=label, seed=seed, reuse=reuse, overrides=[], commit="abc",
+              machine=dict(cpu="cpu", cores=2, jax="0"), stage_seconds={"train": 60.0},
+              total_seconds=120.0, command=f"bench --seed={seed}",
+              results=dict(test=m, valid=m, baselines={}))
+
+
+def test_main_row_is_mean_and_std_over_seeds(tmp_path):
+  for seed, r10 in ((0, 0.08), (1, 0.10), (2, 0.12)):
+    (tmp_path / f"s{seed}.json").write_text(json.dumps(_record(seed, r10)))
+  (tmp_path / "abl.json").write_text(json.dumps(_record(0, 0.5, "no_ikd", reuse="/w")))
+  text = report.render(report.load_records(str(tmp_path)))
+  row = next(l for l in text.splitlines() if l.startswith("| beauty | PRORec-JAX"))
+  assert "| 0, 1, 2 |" in row and "0.1000 ± 0.0200" in row  # the ablation is not averaged in
+  assert "| no_ikd |" in text and "0.5000" in text
+  speed_rows = [l for l in text.splitlines() if l.startswith("| s") or l.startswith("| abl")]
+  assert len([l for l in speed_rows if "min**" in l]) == 3  # reused-stage run left out of timing
+
+
+def test_write_replaces_only_the_generated_section(tmp_path):
+  doc = tmp_path / "B.md"
+  doc.write_text(f"# Head\n\n{report.BEGIN}\nold\n{report.END}\n\n## Tail\n")
+  report.write(str(doc), f"{report.BEGIN}\nnew\n{report.END}")
+  text = doc.read_text()
+  assert "old" not in text and "new" in text and text.startswith("# Head") and "## Tail" in text
