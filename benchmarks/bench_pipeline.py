@@ -6,8 +6,7 @@
 Runs every stage in order (data, embed, align, codes, train, eval, analyze) in this process, so
 the record holds each stage's wall time, the peak RSS, the eval stage's results.json (test metrics
 from the checkpoint chosen on validation), Stage II's epochs, and where it ran (commit, machine,
-load). ``--set=generate.ikd=False`` (repeatable) runs an ablation; ``--label`` names it in the
-report. Stages already done in the workdir are skipped (their time is then ~0): use ``--fresh``
+load). ``--set=field=value`` (repeatable) overrides any other field. ``--ablation=no_ikd`` runs a named ablation of configs/ablations.py. Stages already done in the workdir are skipped (their time is then ~0): use ``--fresh``
 for a timing run.
 """
 import json
@@ -25,6 +24,7 @@ from absl import logging
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+from configs import ablations  # noqa: E402
 from configs import prorec  # noqa: E402
 from prorec_jax import pipeline  # noqa: E402
 
@@ -33,7 +33,8 @@ _VARIANT = flags.DEFINE_string("variant", "paper", "Stage II model size (configs
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory.", required=True)
 _OUT = flags.DEFINE_string("out", None, "Where to write the JSON record.", required=True)
 _SEED = flags.DEFINE_integer("seed", 0, "config.seed.")
-_LABEL = flags.DEFINE_string("label", "prorec", "Row name in the report (ablation name).")
+_ABLATION = flags.DEFINE_enum("ablation", "prorec", list(ablations.ABLATIONS),
+                              "Named ablation of configs/ablations.py (also the report's row name).")
 _SET = flags.DEFINE_multi_string("set", [], "Config override field=value, e.g. "
                                  "generate.ikd=False (value parsed as JSON, else a string).")
 _STAGES = flags.DEFINE_list("stages", list(pipeline.ORDER), "Stages to run, in order.")
@@ -58,6 +59,7 @@ def build_config():
   with config.unlocked():
     config.seed = _SEED.value
     config.data.root = os.path.abspath(_DATA_ROOT.value)
+  ablations.apply(config, _ABLATION.value)
   for item in _SET.value:
     if "=" not in item:
       raise ValueError(f"--set {item!r} is not field=value")
@@ -109,7 +111,7 @@ def main(argv):
       src, dst = os.path.join(_REUSE.value, stage), os.path.join(workdir, stage)
       if os.path.isdir(src) and not os.path.exists(dst):
         shutil.copytree(src, dst, ignore=shutil.ignore_patterns("checkpoints"))
-  record = dict(dataset=_DATASET.value, label=_LABEL.value, seed=_SEED.value, reuse=_REUSE.value,
+  record = dict(dataset=_DATASET.value, label=_ABLATION.value, seed=_SEED.value, reuse=_REUSE.value,
                 variant=_VARIANT.value, overrides=list(_SET.value), commit=commit(),
                 machine=machine(), load_before=os.getloadavg(), stage_seconds={},
                 started=time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -23,18 +23,11 @@ seeds() {  # the Beauty row as mean +- std over 3 seeds (seed changes every stag
   done
 }
 
-ablations() {  # Tables 5/6, Figure 9 on Beauty; upstream stages reused from the main run
-  local base=$RUNS/beauty
-  abl() { local label=$1; shift; bench --dataset=beauty --label=$label --reuse=$base \
-            --workdir=$RUNS/beauty_$label --out=$OUT/ablation_beauty_$label.json "$@"; }
-  abl no_ikd --set=generate.ikd=False                      # CKA only
-  abl semantic_only --set=align.fusion=semantic_only
-  abl collab_only --set=align.fusion=collab_only
-  abl concat --set=align.fusion=concat
-  abl random_codes --set=codes.method=random
-  abl rqvae --set=codes.method=rqvae
-  abl k128 --set=codes.k=128
-  abl k512 --set=codes.k=512
+ablations() {  # Tables 5/6, Figure 9 on Beauty (configs/ablations.py); upstream stages reused
+  for name in no_ikd no_cka semantic_only collab_only concat random_codes rqvae k128 k512; do
+    bench --dataset=beauty --ablation=$name --reuse=$RUNS/beauty --workdir=$RUNS/beauty_$name \
+      --out=$OUT/ablation_beauty_$name.json
+  done
 }
 
 speed() {  # unified vs two codes at equal beam (needs the main Beauty workdir)

@@ -56,3 +56,20 @@ def test_config_is_locked():
 def test_bad_args(arg, msg):
   with pytest.raises(ValueError, match=msg):
     prorec.get_config(arg)
+
+
+def test_every_ablation_changes_exactly_its_fields():
+  from configs import ablations  # pylint: disable=g-import-not-at-top
+
+  def flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+      out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+  base = flat(prorec.get_config("dataset=beauty").to_dict())
+  for name, fields in ablations.ABLATIONS.items():
+    cfg = flat(ablations.get_config(f"dataset=beauty,ablation={name}").to_dict())
+    changed = {k for k in base if base[k] != cfg[k]}
+    assert changed == set(fields), name
+  with pytest.raises(ValueError, match="unknown ablation"):
+    ablations.get_config("ablation=no_such_thing")
