@@ -124,12 +124,14 @@ def main(argv):
     logging.info("bench: %s %.1fs", stage, record["stage_seconds"][stage])
   record.update(total_seconds=round(time.time() - t0, 1), load_after=os.getloadavg(),
                 peak_rss_gib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2))
-  results = _load(os.path.join(workdir, "eval", "results.json")) or {}
+  def current(stage, name):  # only stages run (or verified up to date) here, never stale copies
+    return _load(os.path.join(workdir, stage, name)) if stage in _STAGES.value else None
+  results = current("eval", "results.json") or {}
   results.pop("config", None)  # the record keeps the overrides; the workdir keeps the config
   record["results"] = results
-  record["train"] = _load(os.path.join(workdir, "train", "metrics.json"))
-  record["align"] = _load(os.path.join(workdir, "align", "metrics.json"))
-  record["dominance"] = _load(os.path.join(workdir, "analyze", "dominance.json"))
+  record["train"] = current("train", "metrics.json")
+  record["align"] = current("align", "metrics.json")
+  record["dominance"] = current("analyze", "dominance.json")
   os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
   with open(_OUT.value, "w") as f:
     json.dump(record, f, indent=1, default=float)

@@ -51,11 +51,25 @@ def _finished(records):
   return [r for r in records if (r.get("results") or {}).get("test")]
 
 
+def main_runs(records, dataset):
+  """The default PRORec runs of ``dataset``: no ablation, no override, paper-size model; one per
+  seed (a second record of the same seed is an error, not a silent extra sample)."""
+  runs = [r for r in _finished(records) if r["dataset"] == dataset and r["label"] == "prorec"
+          and not r.get("overrides") and r.get("variant", "paper") == "paper"]
+  seen = {}
+  for r in runs:
+    if r["seed"] in seen:
+      raise ValueError(f"{dataset} seed {r['seed']} has two default records: {seen[r['seed']]} "
+                       f"and {r['file']}; keep one")
+    seen[r["seed"]] = r["file"]
+  return runs
+
+
 def main_table(records):
   lines = ["| dataset | model | seeds | " + " | ".join(COLS) + " |", "|---|---|---|" +
            "---|" * len(COLS)]
   for ds in DATASETS:
-    runs = [r for r in _finished(records) if r["dataset"] == ds and r["label"] == "prorec"]
+    runs = main_runs(records, ds)
     if runs:
       seeds = ", ".join(str(r["seed"]) for r in runs)
       lines.append(f"| {ds} | PRORec-JAX (ours) | {seeds} | " + " | ".join(

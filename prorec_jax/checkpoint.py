@@ -23,6 +23,10 @@ class Checkpoints:
 
   @staticmethod
   def _save(mngr, step, state, loop_state):
+    # A run killed between save_best(e) and save_latest(e) redoes epoch e on resume and saves
+    # best step e again: replace it (orbax refuses an existing step even with force=True).
+    if step in mngr.all_steps():
+      mngr.delete(step)
     mngr.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), loop=ocp.args.JsonSave(loop_state)), force=True)
     mngr.wait_until_finished()

@@ -4,6 +4,8 @@ import importlib.util
 import json
 import os
 
+import pytest
+
 from conftest import REPO
 
 _spec = importlib.util.spec_from_file_location(
@@ -39,3 +41,12 @@ def test_write_replaces_only_the_generated_section(tmp_path):
   report.write(str(doc), f"{report.BEGIN}\nnew\n{report.END}")
   text = doc.read_text()
   assert "old" not in text and "new" in text and text.startswith("# Head") and "## Tail" in text
+
+
+def test_main_row_takes_only_default_runs_once_per_seed(tmp_path):
+  over = _record(1, 0.9)
+  over["overrides"] = ["generate.ikd=False"]
+  recs = [dict(_record(0, 0.08), file="a.json"), dict(over, file="b.json")]
+  assert [r["file"] for r in report.main_runs(recs, "beauty")] == ["a.json"]
+  with pytest.raises(ValueError, match="two default records"):
+    report.main_runs(recs + [dict(_record(0, 0.09), file="c.json")], "beauty")

@@ -84,3 +84,17 @@ def test_patience_counts_validations_not_epochs(tmp_path):
   trained, evaluated, best_step, loop = _fit(tmp_path, [0.5, 0.4, 0.3, 0.2], 20, 2, 3)
   assert evaluated == [3, 6, 9]  # best at 3, then two validations without improvement
   assert trained == list(range(1, 10)) and best_step == 3 and loop["bad_epochs"] == 2
+
+
+def test_saving_an_existing_step_replaces_it(tmp_path):
+  """Resume after a kill between save_best(e) and save_latest(e) saves best step e again."""
+  ck = checkpoint.Checkpoints(str(tmp_path / "ck"))
+  tx = optax.sgd(0.1)
+  first = train_loop.init_state({"w": jnp.zeros(3)}, tx)
+  second = train_loop.init_state({"w": jnp.ones(3)}, tx)
+  ck.save_best(4, first, {"epoch": 4})
+  ck.save_best(4, second, {"epoch": 4, "again": True})
+  state, loop = ck.restore_best(train_loop.abstract_of(second))
+  ck.close()
+  np.testing.assert_array_equal(state.params["w"], np.ones(3))
+  assert loop["again"]
