@@ -86,22 +86,28 @@ def search_from_memory(model, params, mem, mask, child_LxPxK, beam, topk):
   """The beam search proper, on encoder outputs (memory [B, T, W], key mask [B, T])."""
   num_levels, k = model.num_levels, model.k
   b = mem.shape[0]
-  score_BxM = jnp.full((b, beam), -jnp.inf).at[:, 0].set(0.0)  # one live beam: the empty prefix
-  node_BxM = jnp.zeros((b, beam), jnp.int32)
-  dec_BxMxS = jnp.full((b, beam, 1), seq2seq.BOS, jnp.int32)
+  # Level 0 has one live beam per user (the empty prefix): decode it once, not ``beam`` times.
+  score_BxM = jnp.zeros((b, 1))
+  node_BxM = jnp.zeros((b, 1), jnp.int32)
+  dec_BxMxS = jnp.full((b, 1, 1), seq2seq.BOS, jnp.int32)
   for level in range(num_levels):
+    m = dec_BxMxS.shape[1]
     # The beams of a user share its memory: cross-attention keys/values are projected once per user.
-    h = model.apply(params, mem, mask, dec_BxMxS.reshape(b * beam, -1), group=beam,
+    h = model.apply(params, mem, mask, dec_BxMxS.reshape(b * m, -1), group=m,
                     method=seq2seq.Seq2Seq.decode)[:, -1]
     logits = model.apply(params, h, level, method=seq2seq.Seq2Seq.level_logits)
-    logp_BxMxK = jax.nn.log_softmax(logits.astype(jnp.float32)).reshape(b, beam, k)
+    logp_BxMxK = jax.nn.log_softmax(logits.astype(jnp.float32)).reshape(b, m, k)
     child_BxMxK = child_LxPxK[level][node_BxM]
     logp_BxMxK = jnp.where(child_BxMxK >= 0, logp_BxMxK, -jnp.inf)
-    cand_BxMK = (score_BxM[..., None] + logp_BxMxK).reshape(b, beam * k)
-    score_BxM, idx_BxM = jax.lax.top_k(cand_BxMK, beam)
-    parent_BxM, code_BxM = idx_BxM // k, idx_BxM % k
+    cand_BxC = (score_BxM[..., None] + logp_BxMxK).reshape(b, m * k)
+    child_BxC = child_BxMxK.reshape(b, m * k)
+    if m * k < beam:  # fewer candidates than beams: the extra beams start dead
+      cand_BxC = jnp.pad(cand_BxC, ((0, 0), (0, beam - m * k)), constant_values=-jnp.inf)
+      child_BxC = jnp.pad(child_BxC, ((0, 0), (0, beam - m * k)), constant_values=-1)
+    score_BxM, idx_BxM = jax.lax.top_k(cand_BxC, beam)
+    parent_BxM, code_BxM = jnp.minimum(idx_BxM // k, m - 1), idx_BxM % k
     alive = score_BxM > -jnp.inf
-    node_BxM = jnp.where(alive, jnp.take_along_axis(child_BxMxK.reshape(b, -1), idx_BxM, 1), 0)
+    node_BxM = jnp.where(alive, jnp.take_along_axis(child_BxC, idx_BxM, 1), 0)
     prev = jnp.take_along_axis(dec_BxMxS, parent_BxM[..., None], axis=1)
     tok = (seq2seq.NUM_SPECIAL + level * k + code_BxM)[..., None]
     dec_BxMxS = jnp.concatenate([prev, tok.astype(jnp.int32)], axis=2)
