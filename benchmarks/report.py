@@ -106,7 +106,7 @@ def ablation_table(records, dataset="beauty"):
 def speed_table(records):
   stages = ("data", "embed", "align", "codes", "train", "eval", "analyze")
   lines = ["| record | " + " | ".join(stages) + " | total | peak RSS | Stage II epochs (best) | "
-           "beam = exhaustive (users) | commit | load before/after |",
+           "beam = exhaustive: lists / overlap (users) | commit | load before/after |",
            "|---|" + "---|" * (len(stages) + 6)]
   for r in records:
     if r.get("reuse"):  # stages copied from another run: its times are not this run's cost
@@ -114,7 +114,8 @@ def speed_table(records):
     sec = r.get("stage_seconds", {})
     tr = r.get("train") or {}
     bve = (r.get("results") or {}).get("beam_vs_exhaustive")
-    agree = f"{bve['exact_list_rate']:.3f} ({bve['users']})" if bve else "-"
+    agree = (f"{bve['exact_list_rate']:.3f} / {bve['topk_overlap']:.3f} ({bve['users']})"
+             if bve else "-")
     epochs = f"{tr['epochs']} ({tr['best_epoch']})" if tr else "-"
     load = "/".join(f"{r[k][0]:.1f}" for k in ("load_before", "load_after") if k in r)
     lines.append(f"| {r['file']} | " + " | ".join(
@@ -126,20 +127,22 @@ def speed_table(records):
 
 def dominance_table(records):
   # Without an independent collaborative reference (analyze.collab_workdir = a collab_only run)
-  # the reference is this run's own embedding and the shares say nothing: marked "self".
+  # the reference is this run's own embedding and the shares say nothing: such runs are left out.
   lines = ["| record | fusion | collaborative reference | semantic share | collaborative share | "
            "kNN overlap@10 sem / col |", "|---|---|---|---|---|---|"]
   rows = 0
   for r in records:
     d = r.get("dominance")
-    if not d:
+    if not d or not d.get("collab_independent"):
       continue
     s, c = d["sources"]["semantic"], d["sources"]["collaborative"]
-    ref = "collab_only run" if d.get("collab_independent") else "self"
+    ref = d.get("collab_reference", "collab_only run")
     lines.append(f"| {r['file']} | {d['fusion']} | {ref} | {s['share']:.2f} | {c['share']:.2f} | "
                  f"{s['knn_overlap@10']:.3f} / {c['knn_overlap@10']:.3f} |")
     rows += 1
-  return "\n".join(lines) if rows else "No dominance records yet."
+  return "\n".join(lines) if rows else (
+      "No records with an independent collaborative reference (`analyze.collab_workdir` = a "
+      "collab_only run) yet.")
 
 
 def dual_table(records):
