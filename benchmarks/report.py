@@ -158,6 +158,19 @@ def dual_table(records):
   return "\n".join(lines)
 
 
+def agreement_table(records):
+  recs = [r for r in records if r.get("kind") == "beam_agreement"]
+  if not recs:
+    return "No beam-agreement records yet."
+  lines = ["| record | users | first-level prefixes | beam | same top-k list | top-k overlap |",
+           "|---|---|---|---|---|---|"]
+  for r in recs:
+    for row in r["rows"]:
+      lines.append(f"| {r['file']} | {r['users']} | {r['first_level_prefixes']} | {row['beam']} | "
+                   f"{row['exact_list_rate']:.3f} | {row['topk_overlap']:.3f} |")
+  return "\n".join(lines)
+
+
 def render(all_records):
   records = [r for r in all_records if "stage_seconds" in r]  # bench_pipeline.py records
   machines = sorted({f"{r['machine']['cpu']}, {r['machine']['cores']} cores, JAX "
@@ -173,6 +186,7 @@ def render(all_records):
       "### Wall time per stage", speed_table(records),
       "### Semantic dominance", dominance_table(records),
       "### Unified code vs two codes (inference)", dual_table(all_records),
+      "### Beam search vs exhaustive ranking (trained model)", agreement_table(all_records),
       END])
 
 
