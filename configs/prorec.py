@@ -143,7 +143,7 @@ def get_config(arg=None):
   if args["dataset"] == "synthetic":  # the demo set: small, and learnable in a few epochs
     a.optim.update(warmup_steps=100, max_epochs=5)
     a.update(eval_users=1000, final_eval_users=0)
-    g.optim.update(warmup_steps=100, max_epochs=3, patience=1)  # make demo: ~3 min of Stage II
+    g.optim.update(warmup_steps=100, max_epochs=3, patience=1)  # make demo: ~2 min of Stage II
     g.eval_users = 1000
 
   if c.runlocal:
