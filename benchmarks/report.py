@@ -94,7 +94,8 @@ def ablation_table(records, dataset="beauty"):
     return f"No finished {dataset} runs yet."
   lines = ["| variant | overrides | seed | test R@10 | test N@10 | test R@20 | test N@20 | "
            "valid N@10 |", "|---|---|---|---|---|---|---|---|"]
-  for r in sorted(runs, key=lambda r: (r["label"] != "prorec", r["label"], r["seed"])):
+  for r in sorted(runs, key=lambda r: (r["label"] != "prorec", r["label"],
+                                       bool(r.get("overrides")), r["seed"])):
     t, v = r["results"]["test"], r["results"]["valid"]
     over = ", ".join(f"`{o}`" for o in r.get("overrides", [])) or "defaults"
     lines.append(f"| {r['label']} | {over} | {r['seed']} | {t['recall@10']:.4f} | "
