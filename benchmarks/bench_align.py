@@ -8,7 +8,6 @@ prints one JSON line: seconds, peak RSS, epochs, DIN valid/test metrics, seed an
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 
@@ -18,6 +17,7 @@ from absl import logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import prorec  # noqa: E402
+from prorec_jax import evaluate  # noqa: E402
 from prorec_jax import pipeline  # noqa: E402
 
 _DATASET = flags.DEFINE_string("dataset", "beauty", "Dataset name.")
@@ -39,9 +39,8 @@ def main(argv):
   seconds = time.time() - t0
   with open(os.path.join(_WORKDIR.value, "align", "metrics.json")) as f:
     m = json.load(f)
-  commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True, cwd=os.path.dirname(__file__)).stdout.strip()
-  out = dict(dataset=_DATASET.value, fusion=_FUSION.value, seed=_SEED.value, commit=commit,
+  out = dict(dataset=_DATASET.value, fusion=_FUSION.value, seed=_SEED.value,
+             commit=evaluate.commit(short=True),
              align_seconds=round(seconds, 1),
              peak_rss_gib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
              epochs=m.get("epochs"), best_epoch=m.get("best_epoch"), eval_users=m.get("eval_users"),

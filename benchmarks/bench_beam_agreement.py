@@ -12,7 +12,6 @@ the search itself is right, separate from how much a narrow beam prunes.
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -21,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from configs import prorec  # noqa: E402
+from prorec_jax import artifacts  # noqa: E402
 from prorec_jax import decode  # noqa: E402
 from prorec_jax import evaluate  # noqa: E402
 from prorec_jax import generate  # noqa: E402
@@ -57,12 +57,11 @@ def main():
   prefixes = int(tables["num_prefixes"][-1]) if "num_prefixes" in tables else None
   out = dict(kind="beam_agreement", dataset=args.dataset, users=len(hist), topk=topk,
              first_level_prefixes=prefixes, rows=rows, exhaustive_seconds=round(ex_seconds, 1),
-             commit=evaluate.commit()[:12], command=" ".join(
+             commit=evaluate.commit(short=True), command=" ".join(
                  ["benchmarks/bench_beam_agreement.py"] + sys.argv[1:]))
   print(json.dumps(out))
   if args.out:
-    with open(args.out, "w") as f:
-      json.dump(out, f, indent=1)
+    artifacts.save_json(args.out, out)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from sklearn.decomposition import PCA  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from prorec_jax import codes  # noqa: E402
+from prorec_jax import evaluate  # noqa: E402
 
 _BEAUTY = flags.DEFINE_string("beauty_workdir", "/tmp/wd_beauty",
                               "Workdir with embed/semantic.npy.")
@@ -147,9 +148,7 @@ def main(argv):
   if _CHILD_CACHE.value:
     return child(_CHILD_CACHE.value)
   jnp.zeros(1).block_until_ready()  # backend start-up is not k-means time
-  commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                          text=True).stdout.strip()
-  meta = dict(commit=commit, cpus=os.cpu_count(),
+  meta = dict(commit=evaluate.commit(short=True), cpus=os.cpu_count(),
               machine=platform.processor() or platform.machine(),
               jax=jax.__version__, backend=jax.default_backend(), k=_K.value, iters=_ITERS.value,
               tol=_TOL.value, seed=_SEED.value)

@@ -14,7 +14,6 @@ import os
 import platform
 import resource
 import shutil
-import subprocess
 import sys
 import time
 
@@ -26,6 +25,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 from configs import ablations  # noqa: E402
 from configs import prorec  # noqa: E402
+from prorec_jax import artifacts  # noqa: E402
+from prorec_jax import evaluate  # noqa: E402
 from prorec_jax import pipeline  # noqa: E402
 
 _DATASET = flags.DEFINE_string("dataset", "beauty", "Dataset name.")
@@ -87,12 +88,6 @@ def machine():
               jax=jax.__version__, devices=[str(d) for d in jax.devices()])
 
 
-def commit():
-  def git(*args):
-    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
-  return git("rev-parse", "--short", "HEAD") + ("-dirty" if git("status", "--porcelain") else "")
-
-
 def _load(path):
   if not os.path.exists(path):
     return None
@@ -112,7 +107,7 @@ def main(argv):
       if os.path.isdir(src) and not os.path.exists(dst):
         shutil.copytree(src, dst, ignore=shutil.ignore_patterns("checkpoints"))
   record = dict(dataset=_DATASET.value, label=_ABLATION.value, seed=_SEED.value, reuse=_REUSE.value,
-                variant=_VARIANT.value, overrides=list(_SET.value), commit=commit(),
+                variant=_VARIANT.value, overrides=list(_SET.value), commit=evaluate.commit(short=True),
                 machine=machine(), load_before=os.getloadavg(), stage_seconds={},
                 started=time.strftime("%Y-%m-%d %H:%M:%S"),
                 command=" ".join([os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:]))
@@ -133,8 +128,7 @@ def main(argv):
   record["align"] = current("align", "metrics.json")
   record["dominance"] = current("analyze", "dominance.json")
   os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
-  with open(_OUT.value, "w") as f:
-    json.dump(record, f, indent=1, default=float)
+  artifacts.save_json(_OUT.value, record)
   print(json.dumps(dict(total_seconds=record["total_seconds"], stage_seconds=record["stage_seconds"],
                         test=results.get("test"))))
 

@@ -15,7 +15,6 @@ tables) a deployment keeps.
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -29,6 +28,7 @@ from configs import prorec  # noqa: E402
 from prorec_jax import artifacts  # noqa: E402
 from prorec_jax import codes as codes_lib  # noqa: E402
 from prorec_jax import decode  # noqa: E402
+from prorec_jax import evaluate  # noqa: E402
 from prorec_jax import seq2seq  # noqa: E402
 from prorec_jax.data import dataset as dataset_lib  # noqa: E402
 from prorec_jax.data import split as split_lib  # noqa: E402
@@ -121,8 +121,6 @@ def main():
 
   t_uni = timed(unified, hist, args.batch, args.reps)
   t_dual = timed(dual, hist, args.batch, args.reps)
-  commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                          cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
   out = dict(dataset=args.dataset, users=int(hist.shape[0]), beam=args.beam, topk=topk, k=k,
              code_length=dict(unified=int(unified_codes.shape[1]),
                               semantic=int(am.num_levels), collaborative=int(bm.num_levels)),
@@ -131,12 +129,11 @@ def main():
              dual_users_per_s=round(hist.shape[0] / t_dual, 1),
              speedup=round(t_dual / t_uni, 2), unified_bytes=int(u_bytes),
              dual_bytes=int(a_bytes + b_bytes), storage_ratio=round((a_bytes + b_bytes) / u_bytes, 2),
-             commit=commit, devices=[str(d) for d in jax.devices()], seed=config.seed,
+             commit=evaluate.commit(short=True), devices=[str(d) for d in jax.devices()], seed=config.seed,
              command=" ".join(["benchmarks/bench_unified_vs_dual.py"] + sys.argv[1:]))
   print(json.dumps(out))
   if args.out:
-    with open(args.out, "w") as f:
-      json.dump(out, f, indent=1)
+    artifacts.save_json(args.out, out)
 
 
 if __name__ == "__main__":

@@ -24,9 +24,10 @@ OUTPUTS = ("results.json", "topk_valid.npy", "topk_test.npy")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def commit():
+def commit(short=False):
+  """The repo's HEAD commit, ``-dirty`` when the tree has uncommitted changes."""
   try:
-    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+    sha = subprocess.run(["git", "rev-parse"] + (["--short"] if short else []) + ["HEAD"], cwd=REPO_ROOT, capture_output=True,
                          text=True, timeout=10, check=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True,
                            text=True, timeout=10, check=True).stdout.strip()
