@@ -7,6 +7,7 @@ run resumes from the latest. Shuffling depends on (seed, epoch) and keys on the 
 run ends where an uninterrupted one does.
 """
 import json
+import os
 import math
 import time
 from typing import Any
@@ -144,13 +145,13 @@ def fit(state, ckpt, train_epoch, evaluate, score, max_epochs, patience, log_pat
     state, loop = restored
     logging.info("%s: resuming after epoch %d (best %s at epoch %d)", name, loop["epoch"],
                  loop["best_score"], loop["best_epoch"])
+  _trim_log(log_path, loop["epoch"])
   while loop["epoch"] < max_epochs and loop["bad_epochs"] < patience:
     epoch, t0 = loop["epoch"] + 1, time.time()
     state, train_metrics = train_epoch(state, epoch)
     record = dict(epoch=epoch, train=train_metrics)
     if epoch % eval_every and epoch < max_epochs:
       loop = dict(loop, epoch=epoch)
-      ckpt.save_latest(epoch, state, loop)
       logging.info("%s: epoch %d  %s  (%.0fs)", name, epoch, _fmt(train_metrics),
                    time.time() - t0)
     else:
@@ -162,20 +163,31 @@ def fit(state, ckpt, train_epoch, evaluate, score, max_epochs, patience, log_pat
                   bad_epochs=0 if improved else loop["bad_epochs"] + 1)
       if improved:
         ckpt.save_best(epoch, state, loop)
-      ckpt.save_latest(epoch, state, loop)
       record.update(valid=val, score=s, best_epoch=loop["best_epoch"])
       logging.info("%s: epoch %d  %s  valid %s  score %.4f%s  (%.0fs)", name, epoch,
                    _fmt(train_metrics), _fmt(val), s, "  *best*" if improved else "",
                    time.time() - t0)
     record["seconds"] = time.time() - t0
-    with open(log_path, "a") as f:
+    with open(log_path, "a") as f:  # before the latest checkpoint: a resume trims what it lacks
       f.write(json.dumps(record) + "\n")
+    ckpt.save_latest(epoch, state, loop)
   if loop["bad_epochs"] >= patience:
     logging.info("%s: early stop after %d validations without improvement", name, patience)
   best = ckpt.restore_best(abstract)
   if best is None:
     raise RuntimeError(f"{name}: no epoch finished (max_epochs={max_epochs})")
   return best[0], loop
+
+
+def _trim_log(log_path, last_epoch):
+  """Keeps the log lines of epochs 1..last_epoch, once each, so it matches the restored state."""
+  if not os.path.exists(log_path):
+    return
+  with open(log_path) as f:
+    records = [json.loads(line) for line in f if line.strip()]
+  kept = {r["epoch"]: r for r in records if r["epoch"] <= last_epoch}
+  with open(log_path, "w") as f:
+    f.writelines(json.dumps(kept[e]) + "\n" for e in sorted(kept))
 
 
 def _fmt(metrics):

@@ -1,8 +1,11 @@
 """The shared loop: device-resident batches equal host batches; validation cadence and patience."""
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from prorec_jax import checkpoint
 from prorec_jax import sharding
@@ -98,3 +101,40 @@ def test_saving_an_existing_step_replaces_it(tmp_path):
   ck.close()
   np.testing.assert_array_equal(state.params["w"], np.ones(3))
   assert loop["again"]
+
+
+def test_resumed_log_has_one_line_per_epoch(tmp_path):
+  """A kill between an epoch's log line and its checkpoint reruns that epoch: the log stays 1..N."""
+  log = tmp_path / "log.jsonl"
+
+  class Killed(Exception):
+    pass
+
+  class KillAt3(checkpoint.Checkpoints):
+    def save_latest(self, step, state, loop):
+      if step == 3:
+        raise Killed
+      super().save_latest(step, state, loop)
+
+  mesh = sharding.make_mesh()
+  tx = optax.sgd(0.1)
+  init = train_loop.init_state({"w": jnp.zeros(())}, tx)
+
+  def train_epoch(st, epoch):
+    return st.replace(step=st.step + 1), {"loss": float(epoch)}
+
+  def run(ck):
+    state = jax.device_put(init, sharding.replicated(mesh))
+    try:
+      return train_loop.fit(state, ck, train_epoch, lambda st: {"m": float(st.step)},
+                            lambda m: m["m"], 4, 10, str(log))
+    finally:
+      ck.close()
+  with pytest.raises(Killed):
+    run(KillAt3(str(tmp_path / "ck")))
+  assert [json.loads(l)["epoch"] for l in open(log)] == [1, 2, 3]  # 3 logged, not checkpointed
+  best, loop = run(checkpoint.Checkpoints(str(tmp_path / "ck")))
+  records = [json.loads(l) for l in open(log)]
+  assert [r["epoch"] for r in records] == [1, 2, 3, 4]
+  assert [r["train"]["loss"] for r in records] == [1.0, 2.0, 3.0, 4.0]
+  assert int(best.step) == 4 and loop["epoch"] == 4
