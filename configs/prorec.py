@@ -85,8 +85,10 @@ def get_config(arg=None):
   a.export = "collaborative"  # integrated embedding for prorec: "collaborative" | "mapped" | "mean"
   a.model = ml_collections.ConfigDict(dict(
       width=128, attention_dim=16, attention_mlp=(16,), attention_softmax=False))
+  # schedule: "constant" after warmup, or "cosine" decay to final_lr * lr over max_epochs.
   a.optim = ml_collections.ConfigDict(dict(
-      lr=1e-3, warmup_steps=500, batch_size=256, max_epochs=10, patience=2, chunk_steps=100))
+      lr=1e-3, warmup_steps=500, schedule="constant", final_lr=0.0, weight_decay=0.0,
+      batch_size=256, max_epochs=10, patience=2, chunk_steps=100))
   # DIN metrics rank the full catalog exactly (every item scored; see prorec_jax/din_rank.py).
   # That costs ~L * N * attention width per user, so early stopping reads eval_users validation
   # users and the final valid/test metrics final_eval_users users (fixed samples; 0 = all).
@@ -125,8 +127,8 @@ def get_config(arg=None):
   g.ikd_tau = 0.07
   g.ikd_negatives = 1024
   g.optim = ml_collections.ConfigDict(dict(
-      lr=1e-3, warmup_steps=1000, batch_size=256, max_epochs=200, patience=10, eval_every=1,
-      chunk_steps=50))  # validation every eval_every epochs; patience counts validations
+      lr=1e-3, warmup_steps=1000, schedule="constant", final_lr=0.0, weight_decay=0.0,
+      batch_size=256, max_epochs=200, patience=10, eval_every=1, chunk_steps=50))  # validation every eval_every epochs; patience counts validations
   g.eval_users = 2048  # early stopping: validation NDCG@10 of beam search on a fixed user sample
 
   c.eval = v = ml_collections.ConfigDict()

@@ -76,7 +76,7 @@ def train(config, workdir, ds, semantic, mesh):
   if len(split.train) == 0:
     raise ValueError("no training examples: every user has fewer than 4 interactions")
   model = build_model(config, ds.num_items)
-  tx = train_loop.make_optimizer(a.optim)
+  tx = train_loop.make_optimizer(a.optim, -(-len(split.train) // a.optim.batch_size))
   state = jax.device_put(train_loop.init_state(init_params(model, config, semantic.shape[1]), tx),
                          sharding.replicated(mesh))
   chunk = train_loop.compile_chunk(

@@ -126,7 +126,7 @@ def train(config, workdir, mesh):
   repl = sharding.replicated(mesh)
   consts_dev = jax.device_put({k: jnp.asarray(v) for k, v in consts.items()}, repl)
   consts_dev["examples"] = train_loop.device_examples(split.train, mesh)  # moved once, not per epoch
-  tx = train_loop.make_optimizer(g.optim)
+  tx = train_loop.make_optimizer(g.optim, -(-len(split.train) // g.optim.batch_size))
   params = seq2seq.init_params(model, config.seed, consts["tokens"])
   num_params = sum(x.size for x in jax.tree.leaves(params))
   state = jax.device_put(train_loop.init_state(params, tx), repl)

@@ -30,11 +30,34 @@ class TrainState:
   opt_state: Any
 
 
-def make_optimizer(optim):
-  """Adam with linear warmup to ``optim.lr`` over ``optim.warmup_steps``, then constant."""
+SCHEDULES = ("constant", "cosine")
+
+
+def make_schedule(optim, steps_per_epoch=None):
+  """Learning rate by step: linear warmup to ``optim.lr`` over ``optim.warmup_steps``, then
+  ``optim.schedule``: "constant", or "cosine" decay to ``optim.final_lr * optim.lr`` at the end of
+  ``optim.max_epochs`` epochs of ``steps_per_epoch`` (early stopping may end training sooner)."""
   warmup = max(int(optim.warmup_steps), 1)
-  schedule = optax.join_schedules(
-      [optax.linear_schedule(0.0, optim.lr, warmup), optax.constant_schedule(optim.lr)], [warmup])
+  if optim.schedule == "constant":
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, optim.lr, warmup), optax.constant_schedule(optim.lr)],
+        [warmup])
+  if optim.schedule == "cosine":
+    if not steps_per_epoch:
+      raise ValueError("optim.schedule='cosine' needs the number of steps per epoch")
+    total = max(int(optim.max_epochs) * int(steps_per_epoch), warmup + 1)
+    return optax.warmup_cosine_decay_schedule(0.0, optim.lr, warmup, total,
+                                              end_value=optim.final_lr * optim.lr)
+  raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {optim.schedule!r}")
+
+
+def make_optimizer(optim, steps_per_epoch=None):
+  """Adam, or AdamW when ``optim.weight_decay`` > 0, on ``make_schedule``."""
+  schedule = make_schedule(optim, steps_per_epoch)
+  if optim.weight_decay < 0:
+    raise ValueError(f"optim.weight_decay must be >= 0, got {optim.weight_decay}")
+  if optim.weight_decay:
+    return optax.adamw(schedule, weight_decay=optim.weight_decay)
   return optax.adam(schedule)
 
 

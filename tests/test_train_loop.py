@@ -7,6 +7,7 @@ import numpy as np
 import optax
 import pytest
 
+from configs import prorec
 from prorec_jax import checkpoint
 from prorec_jax import sharding
 from prorec_jax import train_loop
@@ -138,3 +139,40 @@ def test_resumed_log_has_one_line_per_epoch(tmp_path):
   assert [r["epoch"] for r in records] == [1, 2, 3, 4]
   assert [r["train"]["loss"] for r in records] == [1.0, 2.0, 3.0, 4.0]
   assert int(best.step) == 4 and loop["epoch"] == 4
+
+
+def _optim(**kw):
+  optim = prorec.get_config("dataset=beauty").generate.optim
+  with optim.unlocked():
+    optim.update(kw)
+  return optim
+
+
+def test_cosine_schedule_warms_up_then_decays_to_final_lr_at_max_epochs():
+  optim = _optim(schedule="cosine", lr=1e-3, final_lr=0.1, warmup_steps=100, max_epochs=10)
+  lr = train_loop.make_schedule(optim, steps_per_epoch=50)  # 500 steps in all
+  np.testing.assert_allclose([lr(0), lr(50), lr(100)], [0.0, 5e-4, 1e-3], rtol=1e-6)
+  np.testing.assert_allclose(lr(300), 1e-4 + 0.5 * (1e-3 - 1e-4), rtol=1e-5)  # half-way down
+  np.testing.assert_allclose([lr(500), lr(900)], [1e-4, 1e-4], rtol=1e-5)
+  constant = train_loop.make_schedule(_optim(warmup_steps=100), steps_per_epoch=50)
+  np.testing.assert_allclose([constant(50), constant(100), constant(10_000)], [5e-4, 1e-3, 1e-3])
+
+
+def test_bad_optimizer_settings_are_clear_errors():
+  with pytest.raises(ValueError, match="steps per epoch"):
+    train_loop.make_schedule(_optim(schedule="cosine"))
+  with pytest.raises(ValueError, match="constant"):
+    train_loop.make_schedule(_optim(schedule="linear"), 10)
+  with pytest.raises(ValueError, match="weight_decay"):
+    train_loop.make_optimizer(_optim(weight_decay=-1.0), 10)
+
+
+def test_weight_decay_shrinks_parameters_without_gradient():
+  params = {"w": jnp.ones(3)}
+  grads = {"w": jnp.zeros(3)}
+  for wd, expected in ((0.0, 1.0), (0.5, 1.0 - 1e-3 * 0.5)):
+    tx = train_loop.make_optimizer(_optim(warmup_steps=1, lr=1e-3, weight_decay=wd), 10)
+    state = tx.init(params)
+    _, state = tx.update(grads, state, params)  # step 0: warmup lr is 0
+    updates, _ = tx.update(grads, state, params)
+    np.testing.assert_allclose(optax.apply_updates(params, updates)["w"], expected, rtol=1e-6)
