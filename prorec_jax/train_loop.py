@@ -206,9 +206,15 @@ def _trim_log(log_path, last_epoch):
   """Keeps the log lines of epochs 1..last_epoch, once each, so it matches the restored state."""
   if not os.path.exists(log_path):
     return
+  kept = {}
   with open(log_path) as f:
-    records = [json.loads(line) for line in f if line.strip()]
-  kept = {r["epoch"]: r for r in records if r["epoch"] <= last_epoch}
+    for line in f:
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:  # a line cut short by the kill
+        continue
+      if record["epoch"] <= last_epoch:
+        kept[record["epoch"]] = record
   with open(log_path, "w") as f:
     f.writelines(json.dumps(kept[e]) + "\n" for e in sorted(kept))
 

@@ -134,6 +134,8 @@ def test_resumed_log_has_one_line_per_epoch(tmp_path):
   with pytest.raises(Killed):
     run(KillAt3(str(tmp_path / "ck")))
   assert [json.loads(l)["epoch"] for l in open(log)] == [1, 2, 3]  # 3 logged, not checkpointed
+  with open(log, "a") as f:
+    f.write('{"epoch": 4, "tra')  # and a line cut short
   best, loop = run(checkpoint.Checkpoints(str(tmp_path / "ck")))
   records = [json.loads(l) for l in open(log)]
   assert [r["epoch"] for r in records] == [1, 2, 3, 4]
