@@ -129,7 +129,10 @@ def get_config(arg=None):
   g.optim = ml_collections.ConfigDict(dict(
       lr=1e-3, warmup_steps=1000, schedule="constant", final_lr=0.0, weight_decay=0.0,
       batch_size=256, max_epochs=200, patience=10, eval_every=1, chunk_steps=50))  # validation every eval_every epochs; patience counts validations
-  g.eval_users = 2048  # early stopping: validation NDCG@10 of beam search on a fixed user sample
+  # Early stopping: validation NDCG@10 of beam search on a fixed user sample. At 2048 users its
+  # standard error (0.0026 on Toys, per-user std 0.119) matched the changes between validations and
+  # stopped Toys at epoch 10; 8192 users halve it for ~10 s per validation on the CPU.
+  g.eval_users = 8192
 
   c.eval = v = ml_collections.ConfigDict()
   v.beam = 20
