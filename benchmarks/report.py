@@ -66,24 +66,29 @@ def main_runs(records, dataset):
 
 
 def main_table(records):
-  lines = ["| dataset | model | seeds | " + " | ".join(COLS) + " |", "|---|---|---|" +
-           "---|" * len(COLS)]
+  # Stage II epochs run (best epoch) and the commit per seed: an early-stopped or stale row shows.
+  lines = ["| dataset | model | seeds | Stage II epochs (best) | commit | " + " | ".join(COLS) + " |",
+           "|---|---|---|---|---|" + "---|" * len(COLS)]
+  blank = "| - | - | "
   for ds in DATASETS:
     runs = main_runs(records, ds)
     if runs:
       seeds = ", ".join(str(r["seed"]) for r in runs)
-      lines.append(f"| {ds} | PRORec-JAX (ours) | {seeds} | " + " | ".join(
+      epochs = ", ".join(f"{(r.get('train') or {}).get('epochs', '?')} "
+                         f"({(r.get('train') or {}).get('best_epoch', '?')})" for r in runs)
+      commits = ", ".join(sorted({r.get("commit", "?") for r in runs}))
+      lines.append(f"| {ds} | PRORec-JAX (ours) | {seeds} | {epochs} | {commits} | " + " | ".join(
           _cell([r["results"]["test"][c] for r in runs]) for c in COLS) + " |")
       for method in ("markov", "popularity"):
         base = runs[0]["results"].get("baselines", {}).get(method)
         if base:
-          lines.append(f"| {ds} | {method} baseline | - | " +
+          lines.append(f"| {ds} | {method} baseline | - {blank}" +
                        " | ".join(f"{base['test'][c]:.4f}" for c in COLS) + " |")
     else:
-      lines.append(f"| {ds} | PRORec-JAX (ours) | not run | " + " | ".join("-" for _ in COLS)
-                   + " |")
+      lines.append(f"| {ds} | PRORec-JAX (ours) | not run {blank}" +
+                   " | ".join("-" for _ in COLS) + " |")
     if ds in PAPER:
-      lines.append(f"| {ds} | PRORec (paper, Table 3) | - | " + " | ".join(
+      lines.append(f"| {ds} | PRORec (paper, Table 3) | - {blank}" + " | ".join(
           f"{PAPER[ds][c]:.4f}" if c in PAPER[ds] else "-" for c in COLS) + " |")
   return "\n".join(lines)
 

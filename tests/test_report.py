@@ -20,7 +20,7 @@ def _record(seed, r10, label="prorec", reuse=""):
   return dict(dataset="beauty", label=label, seed=seed, reuse=reuse, overrides=[], commit="abc",
               machine=dict(cpu="cpu", cores=2, jax="0"), stage_seconds={"train": 60.0},
               total_seconds=120.0, command=f"bench --seed={seed}",
-              results=dict(test=m, valid=m, baselines={}))
+              results=dict(test=m, valid=m, baselines={}), train=dict(epochs=8, best_epoch=6))
 
 
 def test_main_row_is_mean_and_std_over_seeds(tmp_path):
@@ -29,7 +29,8 @@ def test_main_row_is_mean_and_std_over_seeds(tmp_path):
   (tmp_path / "abl.json").write_text(json.dumps(_record(0, 0.5, "no_ikd", reuse="/w")))
   text = report.render(report.load_records(str(tmp_path)))
   row = next(l for l in text.splitlines() if l.startswith("| beauty | PRORec-JAX"))
-  assert "| 0, 1, 2 |" in row and "0.1000 ± 0.0200" in row  # the ablation is not averaged in
+  assert "| 0, 1, 2 | 8 (6), 8 (6), 8 (6) | abc |" in row  # seeds, epochs (best), commit
+  assert "0.1000 ± 0.0200" in row  # the ablation is not averaged in
   assert "| no_ikd |" in text and "0.5000" in text
   speed_rows = [l for l in text.splitlines() if l.startswith("| s") or l.startswith("| abl")]
   assert len([l for l in speed_rows if "min**" in l]) == 3  # reused-stage run left out of timing
