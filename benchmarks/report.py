@@ -97,13 +97,16 @@ def ablation_table(records, dataset="beauty"):
   runs = [r for r in _finished(records) if r["dataset"] == dataset]
   if not runs:
     return f"No finished {dataset} runs yet."
-  lines = ["| variant | overrides | seed | test R@10 | test N@10 | test R@20 | test N@20 | "
-           "valid N@10 |", "|---|---|---|---|---|---|---|---|"]
+  lines = ["| variant | overrides | seed | Stage II epochs (best) | commit | test R@10 | test N@10 | "
+           "test R@20 | test N@20 | valid N@10 |", "|---|---|---|---|---|---|---|---|---|---|"]
   for r in sorted(runs, key=lambda r: (r["label"] != "prorec", r["label"],
                                        bool(r.get("overrides")), r["seed"])):
     t, v = r["results"]["test"], r["results"]["valid"]
     over = ", ".join(f"`{o}`" for o in r.get("overrides", [])) or "defaults"
-    lines.append(f"| {r['label']} | {over} | {r['seed']} | {t['recall@10']:.4f} | "
+    tr = r.get("train") or {}
+    epochs = f"{tr['epochs']} ({tr['best_epoch']})" if tr else "reused"
+    lines.append(f"| {r['label']} | {over} | {r['seed']} | {epochs} | {r.get('commit', '?')} | "
+                 f"{t['recall@10']:.4f} | "
                  f"{t['ndcg@10']:.4f} | {t['recall@20']:.4f} | {t['ndcg@20']:.4f} | "
                  f"{v['ndcg@10']:.4f} |")
   return "\n".join(lines)
