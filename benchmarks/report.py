@@ -180,6 +180,21 @@ def agreement_table(records):
   return "\n".join(lines)
 
 
+def fit_gap_table(records):
+  recs = [r for r in records if r.get("kind") == "fit_gap"]
+  if not recs:
+    return "No fit-gap records yet."
+  lines = ["| record | workdir | users | beam | split | R@10 | N@10 | R@20 | N@20 |",
+           "|---|---|---|---|---|---|---|---|---|"]
+  for r in recs:
+    for split in ("train", "valid", "test"):
+      m = r["metrics"][split]
+      lines.append(f"| {r['file']} | `{r['workdir']}` | {r['users']} | {r['beam']} | {split} | "
+                   f"{m['recall@10']:.4f} | {m['ndcg@10']:.4f} | {m['recall@20']:.4f} | "
+                   f"{m['ndcg@20']:.4f} |")
+  return "\n".join(lines)
+
+
 def render(all_records):
   records = [r for r in all_records if "stage_seconds" in r]  # bench_pipeline.py records
   machines = sorted({f"{r['machine']['cpu']}, {r['machine']['cores']} cores, JAX "
@@ -196,6 +211,8 @@ def render(all_records):
       "### Semantic dominance", dominance_table(records),
       "### Unified code vs two codes (inference)", dual_table(all_records),
       "### Beam search vs exhaustive ranking (trained model)", agreement_table(all_records),
+      "### Training pairs vs held-out pairs (same users, trained model)",
+      fit_gap_table(all_records),
       END])
 
 

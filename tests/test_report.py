@@ -51,3 +51,14 @@ def test_main_row_takes_only_default_runs_once_per_seed(tmp_path):
   assert [r["file"] for r in report.main_runs(recs, "beauty")] == ["a.json"]
   with pytest.raises(ValueError, match="two default records"):
     report.main_runs(recs + [dict(_record(0, 0.09), file="c.json")], "beauty")
+
+
+def test_fit_gap_table_has_a_row_per_split(tmp_path):
+  m = {c: 0.0 for c in report.COLS}
+  rec = dict(kind="fit_gap", workdir="/w", users=8, beam=20, commit="abc", command="bench_fit_gap",
+             metrics={"train": dict(m, **{"recall@10": 0.13}), "valid": m, "test": m})
+  (tmp_path / "fit.json").write_text(json.dumps(rec))
+  text = report.render(report.load_records(str(tmp_path)))
+  rows = [l for l in text.splitlines() if l.startswith("| fit.json |")]
+  assert [r.split(" | ")[4] for r in rows] == ["train", "valid", "test"]
+  assert "0.1300" in rows[0] and "0.1300" not in rows[1]
