@@ -180,6 +180,22 @@ def agreement_table(records):
   return "\n".join(lines)
 
 
+def stage1_table(records):
+  """Stage I's DIN as a recommender itself (align/metrics.json), per run that trained one here."""
+  recs = [r for r in records if (r.get("align") or {}).get("test")]
+  if not recs:
+    return "No Stage I records yet."
+  lines = ["| record | dataset | fusion | epochs (best) | DIN test R@10 | DIN test N@10 | "
+           "DIN valid R@10 | DIN valid N@10 | users |", "|---|---|---|---|---|---|---|---|---|"]
+  for r in sorted(recs, key=lambda r: (r["dataset"], r["file"])):
+    a = r["align"]
+    lines.append(f"| {r['file']} | {r['dataset']} | {a.get('fusion', '?')} | {a.get('epochs')} "
+                 f"({a.get('best_epoch')}) | {a['test']['recall@10']:.4f} | "
+                 f"{a['test']['ndcg@10']:.4f} | {a['valid']['recall@10']:.4f} | "
+                 f"{a['valid']['ndcg@10']:.4f} | {a.get('eval_users', '?')} |")
+  return "\n".join(lines)
+
+
 def fit_gap_table(records):
   recs = [r for r in records if r.get("kind") == "fit_gap"]
   if not recs:
@@ -207,6 +223,7 @@ def render(all_records):
       "Commands that produced the records:\n\n" + (commands or "    (none yet)"),
       "### Main table (test split, model chosen on validation)", main_table(records),
       "### Runs on Beauty (defaults and ablations)", ablation_table(records),
+      "### Stage I: the DIN alone as a recommender", stage1_table(records),
       "### Wall time per stage", speed_table(records),
       "### Semantic dominance", dominance_table(records),
       "### Unified code vs two codes (inference)", dual_table(all_records),

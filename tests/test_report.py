@@ -62,3 +62,15 @@ def test_fit_gap_table_has_a_row_per_split(tmp_path):
   rows = [l for l in text.splitlines() if l.startswith("| fit.json |")]
   assert [r.split(" | ")[4] for r in rows] == ["train", "valid", "test"]
   assert "0.1300" in rows[0] and "0.1300" not in rows[1]
+
+
+def test_stage1_table_lists_runs_that_trained_a_din(tmp_path):
+  m = {c: 0.0 for c in report.COLS}
+  din = dict(_record(0, 0.08), align=dict(fusion="collab_only", epochs=5, best_epoch=3,
+                                          eval_users=64, test=dict(m, **{"recall@10": 0.0547}),
+                                          valid=m))
+  (tmp_path / "din.json").write_text(json.dumps(din))
+  (tmp_path / "nodin.json").write_text(json.dumps(_record(1, 0.08)))
+  text = report.render(report.load_records(str(tmp_path)))
+  rows = [l for l in text.splitlines() if "| collab_only |" in l]
+  assert len(rows) == 1 and rows[0].startswith("| din.json |") and "| 5 (3) | 0.0547 |" in rows[0]
