@@ -2,7 +2,8 @@
 # Every run behind the generated tables of BENCHMARKS.md, in the order we run them. Each line is one
 # bench_pipeline.py record in benchmarks/results/; `benchmarks/report.py --write BENCHMARKS.md`
 # then rebuilds the tables. On the 2-core development CPU one full dataset run takes ~2 hours, a
-# Stage-II-only ablation (--reuse) ~1.5 hours: run a subset with e.g. `bash run_paper_tables.sh main`.
+# Stage-II-only ablation (--reuse) ~1.5 hours: run a subset with e.g. `bash run_paper_tables.sh main`
+# (parts: main seeds dominance ablations speed diagnostics).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -30,12 +31,26 @@ ablations() {  # Tables 5/6, Figure 9 on Beauty (configs/ablations.py); upstream
   done
 }
 
+dominance() {  # Table 4 and the Stage I table: an independent collab_only DIN as the reference
+  local B="bench --dataset=beauty --reuse=$RUNS/beauty"
+  $B --ablation=collab_only --stages=align --workdir=$RUNS/beauty_collab_only \
+    --out=$OUT/stage1_beauty_collab_only.json
+  $B --stages=analyze --set=analyze.collab_workdir=$RUNS/beauty_collab_only \
+    --workdir=$RUNS/beauty_dominance --out=$OUT/dominance_beauty_prorec.json
+  $B --ablation=concat --stages=align,analyze --set=analyze.collab_workdir=$RUNS/beauty_collab_only \
+    --workdir=$RUNS/beauty_concat --out=$OUT/dominance_beauty_concat.json
+}
+
+diagnostics() {  # does Stage II fit its own training pairs? (needs the main Beauty workdir)
+  "$PY" benchmarks/bench_fit_gap.py --workdir=$RUNS/beauty --out=$OUT/fit_gap_beauty.json
+}
+
 speed() {  # unified vs two codes at equal beam (needs the main Beauty workdir)
   "$PY" benchmarks/bench_unified_vs_dual.py --workdir=$RUNS/beauty \
     --out=$OUT/unified_vs_dual_beauty.json
 }
 
-for part in "${@:-main seeds ablations speed}"; do
+for part in "${@:-main seeds dominance ablations speed diagnostics}"; do
   for p in $part; do $p; done
 done
 "$PY" benchmarks/report.py --write BENCHMARKS.md
