@@ -24,7 +24,6 @@ from prorec_jax import artifacts  # noqa: E402
 from prorec_jax import decode  # noqa: E402
 from prorec_jax import evaluate  # noqa: E402
 from prorec_jax import generate  # noqa: E402
-from prorec_jax import seq2seq  # noqa: E402
 
 
 def main():
@@ -36,10 +35,8 @@ def main():
   ap.add_argument("--out", default="")
   args = ap.parse_args()
   config = prorec.get_config(f"dataset={args.dataset}")
-  ds, split, tables, model, consts = generate.setup(config, args.workdir)
+  ds, split, tables, model, consts, params = generate.load_trained(config, args.workdir)
   tokens = consts["tokens"]
-  params = generate.load_params(os.path.join(args.workdir, "train", generate.PARAMS),
-                                seq2seq.init_params(model, config.seed, tokens))
   hist = split.test.history[:args.users]
   topk = max(config.eval.topk)
   t0 = time.time()

@@ -23,7 +23,6 @@ from configs import prorec  # noqa: E402
 from prorec_jax import artifacts  # noqa: E402
 from prorec_jax import evaluate  # noqa: E402
 from prorec_jax import generate  # noqa: E402
-from prorec_jax import seq2seq  # noqa: E402
 from prorec_jax import sharding  # noqa: E402
 from prorec_jax.data import split as split_lib  # noqa: E402
 
@@ -45,10 +44,8 @@ def main():
   ap.add_argument("--out", default="")
   args = ap.parse_args()
   config = prorec.get_config(f"dataset={args.dataset}")
-  ds, split, tables, model, consts = generate.setup(config, args.workdir)
+  ds, split, tables, model, consts, params = generate.load_trained(config, args.workdir)
   tokens = consts["tokens"]
-  params = generate.load_params(os.path.join(args.workdir, "train", generate.PARAMS),
-                                seq2seq.init_params(model, config.seed, tokens))
   last = last_train_example(split.train)
   rows_v = np.flatnonzero(np.isin(split.valid.user, list(last)))  # users with a training pair
   rng = np.random.default_rng(args.seed)

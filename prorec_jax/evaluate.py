@@ -16,7 +16,6 @@ from absl import logging
 from prorec_jax import artifacts
 from prorec_jax import decode
 from prorec_jax import generate
-from prorec_jax import seq2seq
 from prorec_jax import sharding
 
 STAGE = "eval"
@@ -64,11 +63,8 @@ def run(config, workdir):
   if not artifacts.begin(workdir, STAGE, fp, OUTPUTS):
     return
   t0 = time.time()
-  ds, split, tables, model, consts = generate.setup(config, workdir)
+  ds, split, tables, model, consts, params = generate.load_trained(config, workdir)
   tokens = consts["tokens"]
-  template = seq2seq.init_params(model, config.seed, tokens)
-  params = generate.load_params(
-      os.path.join(artifacts.stage_dir(workdir, generate.STAGE), generate.PARAMS), template)
   mesh = sharding.make_mesh()
   params = jax.device_put(params, sharding.replicated(mesh))
   evaluate_fn = generate.evaluator(model, config, tables, tokens, ds.num_items, mesh)

@@ -180,6 +180,14 @@ def load_params(path, template):
     return flax.serialization.from_bytes(template, f.read())
 
 
+def load_trained(config, workdir):
+  """``setup`` plus the best-epoch parameters of the finished train stage (host arrays)."""
+  ds, split, tables, model, consts = setup(config, workdir)
+  template = seq2seq.init_params(model, config.seed, consts["tokens"])
+  params = load_params(os.path.join(artifacts.stage_dir(workdir, STAGE), PARAMS), template)
+  return ds, split, tables, model, consts, params
+
+
 def run(config, workdir):
   out = artifacts.stage_dir(workdir, STAGE)
   fp = fingerprint(config, workdir)
