@@ -47,6 +47,18 @@ def _cell(values):
   return f"{m:.4f}" if s is None else f"{m:.4f} ± {s:.4f}"
 
 
+def _table(header, rows):
+  """A markdown table: ``header`` is the list of column titles, each row a list of cells."""
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
+def _epochs(record, missing="-"):
+  """Stage II "epochs run (best epoch)" of a pipeline record."""
+  tr = record.get("train") or {}
+  return f"{tr['epochs']} ({tr['best_epoch']})" if tr else missing
+
+
 def _finished(records):
   return [r for r in records if (r.get("results") or {}).get("test")]
 
@@ -67,117 +79,103 @@ def main_runs(records, dataset):
 
 def main_table(records):
   # Stage II epochs run (best epoch) and the commit per seed: an early-stopped or stale row shows.
-  lines = ["| dataset | model | seeds | Stage II epochs (best) | commit | " + " | ".join(COLS) + " |",
-           "|---|---|---|---|---|" + "---|" * len(COLS)]
-  blank = "| - | - | "
+  rows = []
   for ds in DATASETS:
     runs = main_runs(records, ds)
     if runs:
-      seeds = ", ".join(str(r["seed"]) for r in runs)
-      epochs = ", ".join(f"{(r.get('train') or {}).get('epochs', '?')} "
-                         f"({(r.get('train') or {}).get('best_epoch', '?')})" for r in runs)
-      commits = ", ".join(sorted({r.get("commit", "?") for r in runs}))
-      lines.append(f"| {ds} | PRORec-JAX (ours) | {seeds} | {epochs} | {commits} | " + " | ".join(
-          _cell([r["results"]["test"][c] for r in runs]) for c in COLS) + " |")
+      rows.append([ds, "PRORec-JAX (ours)", ", ".join(str(r["seed"]) for r in runs),
+                   ", ".join(_epochs(r, "?") for r in runs),
+                   ", ".join(sorted({r.get("commit", "?") for r in runs}))] +
+                  [_cell([r["results"]["test"][c] for r in runs]) for c in COLS])
       for method in ("markov", "popularity"):
         base = runs[0]["results"].get("baselines", {}).get(method)
         if base:
-          lines.append(f"| {ds} | {method} baseline | - {blank}" +
-                       " | ".join(f"{base['test'][c]:.4f}" for c in COLS) + " |")
+          rows.append([ds, f"{method} baseline", "-", "-", "-"] +
+                      [f"{base['test'][c]:.4f}" for c in COLS])
     else:
-      lines.append(f"| {ds} | PRORec-JAX (ours) | not run {blank}" +
-                   " | ".join("-" for _ in COLS) + " |")
+      rows.append([ds, "PRORec-JAX (ours)", "not run", "-", "-"] + ["-"] * len(COLS))
     if ds in PAPER:
-      lines.append(f"| {ds} | PRORec (paper, Table 3) | - {blank}" + " | ".join(
-          f"{PAPER[ds][c]:.4f}" if c in PAPER[ds] else "-" for c in COLS) + " |")
-  return "\n".join(lines)
+      rows.append([ds, "PRORec (paper, Table 3)", "-", "-", "-"] +
+                  [f"{PAPER[ds][c]:.4f}" if c in PAPER[ds] else "-" for c in COLS])
+  return _table(["dataset", "model", "seeds", "Stage II epochs (best)", "commit", *COLS], rows)
 
 
 def ablation_table(records, dataset="beauty"):
   runs = [r for r in _finished(records) if r["dataset"] == dataset]
   if not runs:
     return f"No finished {dataset} runs yet."
-  lines = ["| variant | overrides | seed | Stage II epochs (best) | commit | test R@10 | test N@10 | "
-           "test R@20 | test N@20 | valid N@10 |", "|---|---|---|---|---|---|---|---|---|---|"]
+  rows = []
   for r in sorted(runs, key=lambda r: (r["label"] != "prorec", r["label"],
                                        bool(r.get("overrides")), r["seed"])):
     t, v = r["results"]["test"], r["results"]["valid"]
     over = ", ".join(f"`{o}`" for o in r.get("overrides", [])) or "defaults"
-    tr = r.get("train") or {}
-    epochs = f"{tr['epochs']} ({tr['best_epoch']})" if tr else "reused"
-    lines.append(f"| {r['label']} | {over} | {r['seed']} | {epochs} | {r.get('commit', '?')} | "
-                 f"{t['recall@10']:.4f} | "
-                 f"{t['ndcg@10']:.4f} | {t['recall@20']:.4f} | {t['ndcg@20']:.4f} | "
-                 f"{v['ndcg@10']:.4f} |")
-  return "\n".join(lines)
+    rows.append([r["label"], over, r["seed"], _epochs(r, "reused"), r.get("commit", "?")] +
+                [f"{t[c]:.4f}" for c in ("recall@10", "ndcg@10", "recall@20", "ndcg@20")] +
+                [f"{v['ndcg@10']:.4f}"])
+  return _table(["variant", "overrides", "seed", "Stage II epochs (best)", "commit", "test R@10",
+                 "test N@10", "test R@20", "test N@20", "valid N@10"], rows)
 
 
 def speed_table(records):
   stages = ("data", "embed", "align", "codes", "train", "eval", "analyze")
-  lines = ["| record | " + " | ".join(stages) + " | total | peak RSS | Stage II epochs (best) | "
-           "beam = exhaustive: lists / overlap (users) | commit | load before/after |",
-           "|---|" + "---|" * (len(stages) + 6)]
+  rows = []
   for r in records:
     if r.get("reuse"):  # stages copied from another run: its times are not this run's cost
       continue
     sec = r.get("stage_seconds", {})
-    tr = r.get("train") or {}
     bve = (r.get("results") or {}).get("beam_vs_exhaustive")
     agree = (f"{bve['exact_list_rate']:.3f} / {bve['topk_overlap']:.3f} ({bve['users']})"
              if bve else "-")
-    epochs = f"{tr['epochs']} ({tr['best_epoch']})" if tr else "-"
     load = "/".join(f"{r[k][0]:.1f}" for k in ("load_before", "load_after") if k in r)
-    lines.append(f"| {r['file']} | " + " | ".join(
-        f"{sec[s]:.0f} s" if s in sec else "-" for s in stages) +
-        f" | **{r.get('total_seconds', 0) / 60:.1f} min** | {r.get('peak_rss_gib', '-')} GiB | "
-        f"{epochs} | {agree} | {r.get('commit', '?')} | {load} |")
-  return "\n".join(lines)
+    rows.append([r["file"]] + [f"{sec[s]:.0f} s" if s in sec else "-" for s in stages] +
+                [f"**{r.get('total_seconds', 0) / 60:.1f} min**",
+                 f"{r.get('peak_rss_gib', '-')} GiB", _epochs(r), agree, r.get("commit", "?"),
+                 load])
+  return _table(["record", *stages, "total", "peak RSS", "Stage II epochs (best)",
+                 "beam = exhaustive: lists / overlap (users)", "commit", "load before/after"],
+                rows)
 
 
 def dominance_table(records):
   # Without an independent collaborative reference (analyze.collab_workdir = a collab_only run)
   # the reference is this run's own embedding and the shares say nothing: such runs are left out.
-  lines = ["| record | fusion | collaborative reference | semantic share | collaborative share | "
-           "kNN overlap@10 sem / col |", "|---|---|---|---|---|---|"]
-  rows = 0
+  rows = []
   for r in records:
     d = r.get("dominance")
     if not d or not d.get("collab_independent"):
       continue
     s, c = d["sources"]["semantic"], d["sources"]["collaborative"]
-    ref = d.get("collab_reference", "collab_only run")
-    lines.append(f"| {r['file']} | {d['fusion']} | {ref} | {s['share']:.2f} | {c['share']:.2f} | "
-                 f"{s['knn_overlap@10']:.3f} / {c['knn_overlap@10']:.3f} |")
-    rows += 1
-  return "\n".join(lines) if rows else (
-      "No records with an independent collaborative reference (`analyze.collab_workdir` = a "
-      "collab_only run) yet.")
+    rows.append([r["file"], d["fusion"], d.get("collab_reference", "collab_only run"),
+                 f"{s['share']:.2f}", f"{c['share']:.2f}",
+                 f"{s['knn_overlap@10']:.3f} / {c['knn_overlap@10']:.3f}"])
+  if not rows:
+    return ("No records with an independent collaborative reference (`analyze.collab_workdir` = "
+            "a collab_only run) yet.")
+  return _table(["record", "fusion", "collaborative reference", "semantic share",
+                 "collaborative share", "kNN overlap@10 sem / col"], rows)
 
 
 def dual_table(records):
-  rows = [r for r in records if "speedup" in r]
-  if not rows:
+  recs = [r for r in records if "speedup" in r]
+  if not recs:
     return "No unified-vs-dual records yet."
-  lines = ["| record | users | beam | unified users/s | dual users/s | dual / unified time | "
-           "code storage dual / unified | commit | devices |", "|---|---|---|---|---|---|---|---|---|"]
-  for r in rows:
-    lines.append(f"| {r['file']} | {r['users']} | {r['beam']} | {r['unified_users_per_s']} | "
-                 f"{r['dual_users_per_s']} | **{r['speedup']}x** | {r['storage_ratio']}x | "
-                 f"{r['commit']} | {r['devices'][0]} x{len(r['devices'])} |")
-  return "\n".join(lines)
+  return _table(
+      ["record", "users", "beam", "unified users/s", "dual users/s", "dual / unified time",
+       "code storage dual / unified", "commit", "devices"],
+      [[r["file"], r["users"], r["beam"], r["unified_users_per_s"], r["dual_users_per_s"],
+        f"**{r['speedup']}x**", f"{r['storage_ratio']}x", r["commit"],
+        f"{r['devices'][0]} x{len(r['devices'])}"] for r in recs])
 
 
 def agreement_table(records):
   recs = [r for r in records if r.get("kind") == "beam_agreement"]
   if not recs:
     return "No beam-agreement records yet."
-  lines = ["| record | users | first-level prefixes | beam | same top-k list | top-k overlap |",
-           "|---|---|---|---|---|---|"]
-  for r in recs:
-    for row in r["rows"]:
-      lines.append(f"| {r['file']} | {r['users']} | {r['first_level_prefixes']} | {row['beam']} | "
-                   f"{row['exact_list_rate']:.3f} | {row['topk_overlap']:.3f} |")
-  return "\n".join(lines)
+  return _table(
+      ["record", "users", "first-level prefixes", "beam", "same top-k list", "top-k overlap"],
+      [[r["file"], r["users"], r["first_level_prefixes"], row["beam"],
+        f"{row['exact_list_rate']:.3f}", f"{row['topk_overlap']:.3f}"]
+       for r in recs for row in r["rows"]])
 
 
 def stage1_table(records):
@@ -185,30 +183,26 @@ def stage1_table(records):
   recs = [r for r in records if (r.get("align") or {}).get("test")]
   if not recs:
     return "No Stage I records yet."
-  lines = ["| record | dataset | fusion | epochs (best) | DIN test R@10 | DIN test N@10 | "
-           "DIN valid R@10 | DIN valid N@10 | users |", "|---|---|---|---|---|---|---|---|---|"]
+  rows = []
   for r in sorted(recs, key=lambda r: (r["dataset"], r["file"])):
     a = r["align"]
-    lines.append(f"| {r['file']} | {r['dataset']} | {a.get('fusion', '?')} | {a.get('epochs')} "
-                 f"({a.get('best_epoch')}) | {a['test']['recall@10']:.4f} | "
-                 f"{a['test']['ndcg@10']:.4f} | {a['valid']['recall@10']:.4f} | "
-                 f"{a['valid']['ndcg@10']:.4f} | {a.get('eval_users', '?')} |")
-  return "\n".join(lines)
+    rows.append([r["file"], r["dataset"], a.get("fusion", "?"),
+                 f"{a.get('epochs')} ({a.get('best_epoch')})"] +
+                [f"{a[split][m]:.4f}" for split in ("test", "valid")
+                 for m in ("recall@10", "ndcg@10")] + [a.get("eval_users", "?")])
+  return _table(["record", "dataset", "fusion", "epochs (best)", "DIN test R@10", "DIN test N@10",
+                 "DIN valid R@10", "DIN valid N@10", "users"], rows)
 
 
 def fit_gap_table(records):
   recs = [r for r in records if r.get("kind") == "fit_gap"]
   if not recs:
     return "No fit-gap records yet."
-  lines = ["| record | workdir | users | beam | split | R@10 | N@10 | R@20 | N@20 |",
-           "|---|---|---|---|---|---|---|---|---|"]
-  for r in recs:
-    for split in ("train", "valid", "test"):
-      m = r["metrics"][split]
-      lines.append(f"| {r['file']} | `{r['workdir']}` | {r['users']} | {r['beam']} | {split} | "
-                   f"{m['recall@10']:.4f} | {m['ndcg@10']:.4f} | {m['recall@20']:.4f} | "
-                   f"{m['ndcg@20']:.4f} |")
-  return "\n".join(lines)
+  return _table(
+      ["record", "workdir", "users", "beam", "split", "R@10", "N@10", "R@20", "N@20"],
+      [[r["file"], f"`{r['workdir']}`", r["users"], r["beam"], split] +
+       [f"{r['metrics'][split][m]:.4f}" for m in ("recall@10", "ndcg@10", "recall@20", "ndcg@20")]
+       for r in recs for split in ("train", "valid", "test")])
 
 
 def render(all_records):
