@@ -51,7 +51,7 @@ def main():
       config.generate.history_tokens = ht
       config.generate.ikd = bool(args.ikd)
     g = config.generate
-    model = seq2seq.build(config, 2, k, dim)
+    model = seq2seq.build(config, 2, k, dim, n)
     tokens = seq2seq.token_table(codes, k)
     consts = jax.device_put(dict(tokens=jnp.asarray(tokens), integrated=jnp.asarray(integrated)),
                             sharding.replicated(mesh))

@@ -45,7 +45,7 @@ def code_side(config, codes, k, seed):
   Each side gets its own ``seed``: identical weights would let XLA merge the two decoders' equal
   first steps (common-subexpression elimination) and flatter the dual setup."""
   tables = decode.build_trie(codes[1:], k)
-  model = seq2seq.build(config, codes.shape[1], k, 0)
+  model = seq2seq.build(config, codes.shape[1], k, 0, codes.shape[0] - 1)
   tokens = seq2seq.token_table(codes, k)
   params = seq2seq.init_params(model, seed, tokens)
   storage = codes[1:].nbytes + tables["child"].nbytes

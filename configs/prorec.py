@@ -122,6 +122,9 @@ def get_config(arg=None):
   # "per_item" (one token per history item: sum of its code embeddings) | "per_code" (L tokens per
   # item). per_item trains ~1.7x and decodes ~1.7-3x faster, no worse on synthetic (BENCHMARKS.md).
   g.history_tokens = "per_item"
+  # Not in the paper: also embed each history item by its id, so items that share codes stay
+  # distinct to the encoder (an [N + 1, width] table; targets are still generated as codes).
+  g.history_item_ids = False
   g.ikd = True
   g.ikd_weight = 1.0
   g.ikd_tau = 0.07

@@ -96,7 +96,8 @@ def setup(config, workdir):
   codes, tables, k = decode.load_code_tables(workdir, ds.num_items)
   split = split_lib.leave_one_out(ds.sequences, config.data.max_history)
   integrated = load_integrated(workdir, ds.num_items) if config.generate.ikd else None
-  model = seq2seq.build(config, codes.shape[1], k, 0 if integrated is None else integrated.shape[1])
+  model = seq2seq.build(config, codes.shape[1], k, 0 if integrated is None else integrated.shape[1],
+                        ds.num_items)
   consts = dict(tokens=seq2seq.token_table(codes, k))
   if integrated is not None:
     consts["integrated"] = integrated
@@ -197,7 +198,8 @@ def run(config, workdir):
   params, result = train(config, workdir, sharding.make_mesh())
   save_params(os.path.join(out, PARAMS), params)
   result.update(seconds=time.time() - t0, seed=config.seed, ikd=bool(config.generate.ikd),
-                history_tokens=config.generate.history_tokens)
+                history_tokens=config.generate.history_tokens,
+                history_item_ids=bool(config.generate.history_item_ids))
   artifacts.save_json(os.path.join(out, "metrics.json"), result)
   artifacts.mark_done(workdir, STAGE, fp, seconds=result["seconds"])
   logging.info("train: best epoch %d of %d, valid ndcg@10 %.4f, %.0fs", result["best_epoch"],

@@ -7,6 +7,9 @@ those ids, with row 0 = PAD, so histories of item ids map to tokens by one gathe
 
 Encoder input (``history_tokens``): ``per_code`` puts every code of every history item in the
 sequence (H * L tokens); ``per_item`` sums an item's L code embeddings into one token (H tokens).
+``num_item_ids > 0`` (config ``generate.history_item_ids``; not in the paper) also adds a learned
+per-item embedding to each history item's token(s): items that share codes stay distinguishable
+to the encoder, at the cost of an [N + 1, W] table. Targets are still generated as codes.
 Positions count from the most recent item backwards, so left padding never moves the real tokens;
 padded positions are masked out of every attention, so the output does not depend on them.
 
@@ -101,6 +104,7 @@ class Seq2Seq(nn.Module):
   dropout: float = 0.1
   history_tokens: str = "per_code"
   ikd_dim: int = 0  # 0: no IKD token / head
+  num_item_ids: int = 0  # 0: history items are their codes only; else rows of the item-id table
 
   def setup(self):
     if self.history_tokens not in ("per_code", "per_item"):
@@ -122,6 +126,8 @@ class Seq2Seq(nn.Module):
     self.head_b = self.param("head_b", nn.initializers.zeros, (self.num_levels, self.k))
     if self.ikd_dim:
       self.ikd_proj = nn.Dense(self.ikd_dim)
+    if self.num_item_ids:
+      self.item_embed = nn.Embed(self.num_item_ids, self.width, embedding_init=init)
 
   def encode(self, hist_BxH, tokens_NxL, train=False):
     """History item ids [B, H] (0 = padding) -> memory [B, T, W] and its key mask [B, T]."""
@@ -132,9 +138,13 @@ class Seq2Seq(nn.Module):
       tok_BxT = tok_BxHxL.reshape(b, h * l)
       mask_BxT = jnp.repeat(mask_BxH, l, axis=1)
       x_BxTxW = self.embed(tok_BxT)
+      if self.num_item_ids:
+        x_BxTxW = x_BxTxW + jnp.repeat(self.item_embed(hist_BxH), l, axis=1)
     else:
       mask_BxT = mask_BxH
       x_BxTxW = self.embed(tok_BxHxL).sum(axis=2)
+      if self.num_item_ids:
+        x_BxTxW = x_BxTxW + self.item_embed(hist_BxH)
     t = x_BxTxW.shape[1]
     if t > self.enc_pos.num_embeddings:
       raise ValueError(f"history of {hist_BxH.shape[1]} items exceeds max_history "
@@ -179,14 +189,18 @@ class Seq2Seq(nn.Module):
     return logits_BxLxK, ikd
 
 
-def build(config, num_levels, k, ikd_dim):
-  """The configured model; ``ikd_dim`` is the Stage I width (ignored when generate.ikd is off)."""
+def build(config, num_levels, k, ikd_dim, num_items=0):
+  """The configured model; ``ikd_dim`` is the Stage I width (ignored when generate.ikd is off),
+  ``num_items`` the catalog size (needed by generate.history_item_ids)."""
   g, m = config.generate, config.generate.model
+  if g.history_item_ids and num_items <= 0:
+    raise ValueError("generate.history_item_ids needs the catalog size: pass num_items to build")
   return Seq2Seq(num_levels=num_levels, k=k, max_history=config.data.max_history, width=m.width,
                  num_heads=m.num_heads, mlp_width=m.mlp_width,
                  num_encoder_layers=m.num_encoder_layers, num_decoder_layers=m.num_decoder_layers,
                  dropout=m.dropout, history_tokens=g.history_tokens,
-                 ikd_dim=int(ikd_dim) if g.ikd else 0)
+                 ikd_dim=int(ikd_dim) if g.ikd else 0,
+                 num_item_ids=num_items + 1 if g.history_item_ids else 0)
 
 
 def init_params(model, seed, tokens_NxL):

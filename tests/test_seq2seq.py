@@ -11,10 +11,11 @@ from prorec_jax import seq2seq
 N, L, K, H, D = 30, 2, 8, 6, 5
 
 
-def _model(history_tokens="per_code", ikd_dim=D, dropout=0.0):
+def _model(history_tokens="per_code", ikd_dim=D, dropout=0.0, item_ids=False):
   return seq2seq.Seq2Seq(num_levels=L, k=K, max_history=H, width=16, num_heads=2, mlp_width=32,
                          num_encoder_layers=1, num_decoder_layers=2, dropout=dropout,
-                         history_tokens=history_tokens, ikd_dim=ikd_dim)
+                         history_tokens=history_tokens, ikd_dim=ikd_dim,
+                         num_item_ids=N + 1 if item_ids else 0)
 
 
 def _tokens(seed=0):
@@ -61,9 +62,10 @@ def test_grouped_decode_equals_repeated_memory():
   assert np.abs(np.asarray(swapped - repeated)).max() > 1e-4  # rows do see their own user
 
 
+@pytest.mark.parametrize("item_ids", [False, True])
 @pytest.mark.parametrize("history_tokens", ["per_code", "per_item"])
-def test_padding_does_not_change_output(history_tokens):
-  model, tok = _model(history_tokens), jnp.asarray(_tokens())
+def test_padding_does_not_change_output(history_tokens, item_ids):
+  model, tok = _model(history_tokens, item_ids=item_ids), jnp.asarray(_tokens())
   params = seq2seq.init_params(model, 0, tok)
   tgt = tok[jnp.array([3])]
   full = model.apply(params, jnp.array([[0, 0, 0, 9, 4, 2]]), tgt, tok)[0]
@@ -71,6 +73,29 @@ def test_padding_does_not_change_output(history_tokens):
   other = model.apply(params, jnp.array([[0, 0, 0, 8, 4, 2]]), tgt, tok)[0]
   np.testing.assert_allclose(full, short, atol=1e-5)
   assert np.abs(np.asarray(full - other)).max() > 1e-4  # the real items do matter
+
+
+@pytest.mark.parametrize("history_tokens", ["per_code", "per_item"])
+def test_item_ids_tell_apart_items_with_equal_codes(history_tokens):
+  """Items 4 and 5 get the same codes: codes alone cannot tell the histories apart, item ids can."""
+  tok = _tokens()
+  tok[5] = tok[4]
+  tok = jnp.asarray(tok)
+  hist_a, hist_b, tgt = jnp.array([[0, 0, 0, 9, 4, 2]]), jnp.array([[0, 0, 0, 9, 5, 2]]), tok[3:4]
+  for item_ids, differ in ((False, False), (True, True)):
+    model = _model(history_tokens, item_ids=item_ids)
+    params = seq2seq.init_params(model, 0, tok)
+    a, b = (model.apply(params, h, tgt, tok)[0] for h in (hist_a, hist_b))
+    assert (np.abs(np.asarray(a - b)).max() > 1e-4) == differ
+
+
+def test_build_item_ids_needs_catalog_size():
+  c = prorec.get_config("dataset=synthetic,runlocal=True")
+  with c.unlocked():
+    c.generate.history_item_ids = True
+  with pytest.raises(ValueError, match="num_items"):
+    seq2seq.build(c, L, K, D)
+  assert seq2seq.build(c, L, K, D, N).num_item_ids == N + 1
 
 
 def test_ikd_token_leaves_code_logits_alone():
