@@ -3,7 +3,7 @@
 # bench_pipeline.py record in benchmarks/results/; `benchmarks/report.py --write BENCHMARKS.md`
 # then rebuilds the tables. On the 2-core development CPU one full dataset run takes ~2 hours, a
 # Stage-II-only ablation (--reuse) ~1.5 hours: run a subset with e.g. `bash run_paper_tables.sh main`
-# (parts: main seeds dominance ablations speed diagnostics).
+# (parts: main seeds dominance ablations extensions speed diagnostics).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -45,12 +45,18 @@ diagnostics() {  # does Stage II fit its own training pairs? (needs the main Bea
   "$PY" benchmarks/bench_fit_gap.py --workdir=$RUNS/beauty --out=$OUT/fit_gap_beauty.json
 }
 
+extensions() {  # not in the paper: Stage II also sees history item ids (README, Stage II)
+  bench --dataset=beauty --reuse=$RUNS/beauty --stages=train,eval \
+    --set=generate.history_item_ids=true --workdir=$RUNS/beauty_itemids \
+    --out=$OUT/extension_beauty_itemids.json
+}
+
 speed() {  # unified vs two codes at equal beam (needs the main Beauty workdir)
   "$PY" benchmarks/bench_unified_vs_dual.py --workdir=$RUNS/beauty \
     --out=$OUT/unified_vs_dual_beauty.json
 }
 
-for part in "${@:-main seeds dominance ablations speed diagnostics}"; do
+for part in "${@:-main seeds dominance ablations extensions speed diagnostics}"; do
   for p in $part; do $p; done
 done
 "$PY" benchmarks/report.py --write BENCHMARKS.md
