@@ -19,22 +19,21 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from configs import prorec  # noqa: E402
 from prorec_jax import artifacts  # noqa: E402
 from prorec_jax import decode  # noqa: E402
 from prorec_jax import evaluate  # noqa: E402
 from prorec_jax import generate  # noqa: E402
+from prorec_jax import pipeline  # noqa: E402
 
 
 def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("--workdir", required=True)
-  ap.add_argument("--dataset", default="beauty")
   ap.add_argument("--users", type=int, default=64)
   ap.add_argument("--beams", default="20,50,100,256")
   ap.add_argument("--out", default="")
   args = ap.parse_args()
-  config = prorec.get_config(f"dataset={args.dataset}")
+  config = pipeline.load_config(args.workdir)  # the run's own config, overrides included
   ds, split, tables, model, consts, params = generate.load_trained(config, args.workdir)
   tokens = consts["tokens"]
   hist = split.test.history[:args.users]
@@ -52,7 +51,7 @@ def main():
     rows.append(dict(beam=beam, exact_list_rate=float(same.mean()), topk_overlap=float(overlap)))
     print(json.dumps(rows[-1]), flush=True)
   prefixes = int(tables["num_prefixes"][-1]) if "num_prefixes" in tables else None
-  out = dict(kind="beam_agreement", dataset=args.dataset, users=len(hist), topk=topk,
+  out = dict(kind="beam_agreement", dataset=config.data.name, users=len(hist), topk=topk,
              first_level_prefixes=prefixes, rows=rows, exhaustive_seconds=round(ex_seconds, 1),
              commit=evaluate.commit(short=True), command=" ".join(
                  ["benchmarks/bench_beam_agreement.py"] + sys.argv[1:]))

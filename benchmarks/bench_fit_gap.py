@@ -19,10 +19,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from configs import prorec  # noqa: E402
 from prorec_jax import artifacts  # noqa: E402
 from prorec_jax import evaluate  # noqa: E402
 from prorec_jax import generate  # noqa: E402
+from prorec_jax import pipeline  # noqa: E402
 from prorec_jax import sharding  # noqa: E402
 from prorec_jax.data import split as split_lib  # noqa: E402
 
@@ -38,12 +38,11 @@ def last_train_example(train):
 def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("--workdir", required=True)
-  ap.add_argument("--dataset", default="beauty")
   ap.add_argument("--users", type=int, default=8192)
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--out", default="")
   args = ap.parse_args()
-  config = prorec.get_config(f"dataset={args.dataset}")
+  config = pipeline.load_config(args.workdir)  # the run's own config, overrides included
   ds, split, tables, model, consts, params = generate.load_trained(config, args.workdir)
   tokens = consts["tokens"]
   last = last_train_example(split.train)
@@ -62,7 +61,7 @@ def main():
     sub = split_lib.Examples(ex.history[rows], ex.target[rows], ex.user[rows])
     result[name] = fn(params, sub)[0]
     print(f"{name}: {json.dumps(result[name])} ({time.time() - t0:.0f}s)", flush=True)
-  out = dict(kind="fit_gap", dataset=args.dataset, workdir=args.workdir, users=len(users),
+  out = dict(kind="fit_gap", dataset=config.data.name, workdir=args.workdir, users=len(users),
              beam=config.eval.beam, metrics=result, commit=evaluate.commit(short=True),
              command=" ".join(["benchmarks/bench_fit_gap.py"] + sys.argv[1:]))
   if args.out:

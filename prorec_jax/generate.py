@@ -14,6 +14,7 @@ import os
 import time
 
 import flax
+import flax.traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -175,10 +176,22 @@ def save_params(path, params):
 
 
 def load_params(path, template):
+  """Parameters saved by ``save_params``; they must match ``template`` leaf for leaf in name and
+  shape (flax alone would drop extra leaves silently, e.g. a model trained with
+  history_item_ids loaded under a config without it)."""
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} missing; run --stage=train first")
   with open(path, "rb") as f:
-    return flax.serialization.from_bytes(template, f.read())
+    state = flax.serialization.msgpack_restore(f.read())
+  want = flax.traverse_util.flatten_dict(flax.serialization.to_state_dict(template), sep="/")
+  got = flax.traverse_util.flatten_dict(state, sep="/")
+  bad = sorted(set(want) ^ set(got)) + sorted(
+      k for k in set(want) & set(got) if np.shape(want[k]) != np.shape(got[k]))
+  if bad:
+    raise ValueError(f"{path} does not match the configured model (differing leaves: "
+                     f"{', '.join(bad[:6])}{' ...' if len(bad) > 6 else ''}); load it with the "
+                     f"config it was trained with (prorec_jax.pipeline.load_config(workdir))")
+  return flax.serialization.from_state_dict(template, state)
 
 
 def load_trained(config, workdir):

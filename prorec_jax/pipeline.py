@@ -5,6 +5,7 @@ import os
 import shutil
 import time
 
+import ml_collections
 from absl import logging
 
 from prorec_jax import artifacts
@@ -56,6 +57,17 @@ def run(stage, config, workdir, force=False):
     logging.warning("not implemented yet, skipped: %s",
                     ", ".join(f"{s} (issue {STAGES[s][1]})" for s in missing))
   return missing
+
+
+def load_config(workdir):
+  """The config of the workdir's last ``run`` (its config.json), locked: what a script that
+  reloads a trained model must build it with, overrides included."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} missing: {workdir} is not a run directory")
+  config = ml_collections.ConfigDict(artifacts.load_json(path))
+  config.lock()
+  return config
 
 
 def metrics_table(workdir, ks=(5, 10, 20)):

@@ -13,6 +13,7 @@ from prorec_jax import artifacts
 from prorec_jax import codes as codes_lib
 from prorec_jax import evaluate
 from prorec_jax import generate
+from prorec_jax import pipeline
 from prorec_jax import seq2seq
 from prorec_jax import sharding
 from prorec_jax import train_loop
@@ -109,6 +110,34 @@ def test_train_and_eval_stages(workdir):
   assert res["beam_vs_exhaustive"]["users"] == 16
   log = [json.loads(line) for line in open(os.path.join(workdir, "train", "train_log.jsonl"))]
   assert len(log) == 2 and log[1]["train"]["loss"] < log[0]["train"]["loss"]
+
+
+def test_trained_model_reloads_only_under_its_own_config(tmp_path):
+  """A model trained with an override reloads exactly through the run's config.json; under a
+  config that builds another model (no item-id table, other width) loading fails loudly instead
+  of silently dropping or misreading parameters."""
+  config = _config(history_item_ids=True)
+  wd = _workdir(tmp_path, config)
+  pipeline.run("data", config, wd)  # records config.json, as every launch does
+  _, _, _, model, consts = generate.setup(config, wd)
+  params = jax.device_get(seq2seq.init_params(model, 1, consts["tokens"]))
+  generate.save_params(os.path.join(wd, "train", generate.PARAMS), params)
+  loaded = pipeline.load_config(wd)
+  assert loaded.generate.history_item_ids and loaded.data.name == "synthetic"
+  *_, model2, _, restored = generate.load_trained(loaded, wd)
+  assert model2.num_item_ids == model.num_item_ids > 0
+  jax.tree.map(np.testing.assert_array_equal, restored, params)
+  wider = _config()
+  with wider.unlocked():
+    wider.generate.model.width *= 2
+  for other, leaf in ((_config(), "item_embed"), (wider, "embed")):
+    with pytest.raises(ValueError, match=leaf):
+      generate.load_trained(other, wd)
+
+
+def test_load_config_needs_a_run_directory(tmp_path):
+  with pytest.raises(FileNotFoundError, match="not a run directory"):
+    pipeline.load_config(str(tmp_path))
 
 
 def test_missing_codes_is_a_clear_error(tmp_path):
