@@ -138,13 +138,12 @@ class Seq2Seq(nn.Module):
       tok_BxT = tok_BxHxL.reshape(b, h * l)
       mask_BxT = jnp.repeat(mask_BxH, l, axis=1)
       x_BxTxW = self.embed(tok_BxT)
-      if self.num_item_ids:
-        x_BxTxW = x_BxTxW + jnp.repeat(self.item_embed(hist_BxH), l, axis=1)
     else:
       mask_BxT = mask_BxH
       x_BxTxW = self.embed(tok_BxHxL).sum(axis=2)
-      if self.num_item_ids:
-        x_BxTxW = x_BxTxW + self.item_embed(hist_BxH)
+    if self.num_item_ids:  # an item's id vector on each of its tokens (L per_code, 1 per_item)
+      ids_BxHxW = self.item_embed(hist_BxH)
+      x_BxTxW = x_BxTxW + jnp.repeat(ids_BxHxW, x_BxTxW.shape[1] // hist_BxH.shape[1], axis=1)
     t = x_BxTxW.shape[1]
     if t > self.enc_pos.num_embeddings:
       raise ValueError(f"history of {hist_BxH.shape[1]} items exceeds max_history "
