@@ -205,6 +205,26 @@ def fit_gap_table(records):
        for r in recs for split in ("train", "valid", "test")])
 
 
+def gap_table(records):
+  recs = [r for r in records if r.get("kind") == "gap_breakdown"]
+  if not recs:
+    return "No gap-breakdown records yet."
+  models = ("prorec", "markov", "memory_first")
+  rows = []
+  for r in recs:
+    for bucket, e in r["buckets"].items():
+      cells = [f"{e[m]['recall@10']:.4f} / {e[m]['ndcg@10']:.4f}" if m in e else "-"
+               for m in models]
+      rows.append([r["file"], r["dataset"], bucket, f"{e['share']:.3f}"] + cells)
+    o = r["overlap_at10"]
+    rows.append([r["file"], r["dataset"], f"hit@10 by both / only PRORec / only Markov / either "
+                 f"(memory_first cap {r['memory_first_cap']})", "-",
+                 f"{o['both']:.4f} / {o['only_a']:.4f}", f"{o['only_b']:.4f}",
+                 f"either {o['either']:.4f}"])
+  return _table(["record", "dataset", "test pairs", "share", "PRORec R@10 / N@10",
+                 "Markov R@10 / N@10", "memory_first R@10 / N@10"], rows)
+
+
 def render(all_records):
   records = [r for r in all_records if "stage_seconds" in r]  # bench_pipeline.py records
   machines = sorted({f"{r['machine']['cpu']}, {r['machine']['cores']} cores, JAX "
@@ -224,6 +244,8 @@ def render(all_records):
       "### Beam search vs exhaustive ranking (trained model)", agreement_table(all_records),
       "### Training pairs vs held-out pairs (same users, trained model)",
       fit_gap_table(all_records),
+      "### PRORec against the Markov chain by kind of test pair (and memory_first, not in the paper)",
+      gap_table(all_records),
       END])
 
 

@@ -41,8 +41,11 @@ dominance() {  # Table 4 and the Stage I table: an independent collab_only DIN a
     --workdir=$RUNS/beauty_concat --out=$OUT/dominance_beauty_concat.json
 }
 
-diagnostics() {  # does Stage II fit its own training pairs? (needs the main Beauty workdir)
+diagnostics() {  # does Stage II fit its own training pairs? where does Markov beat it? (main runs)
   "$PY" benchmarks/bench_fit_gap.py --workdir=$RUNS/beauty --out=$OUT/fit_gap_beauty.json
+  for ds in beauty sports toys yelp; do
+    "$PY" benchmarks/bench_gap_breakdown.py --workdir=$RUNS/$ds --out=$OUT/gap_breakdown_$ds.json
+  done
 }
 
 extensions() {  # not in the paper: Stage II also sees history item ids (README, Stage II)

@@ -74,3 +74,17 @@ def test_stage1_table_lists_runs_that_trained_a_din(tmp_path):
   text = report.render(report.load_records(str(tmp_path)))
   rows = [l for l in text.splitlines() if "| collab_only |" in l]
   assert len(rows) == 1 and rows[0].startswith("| din.json |") and "| 5 (3) | 0.0547 |" in rows[0]
+
+
+def test_gap_table_has_a_row_per_bucket_and_the_overlap(tmp_path):
+  m = {"recall@10": 0.25, "ndcg@10": 0.125}
+  buckets = {b: dict(users=4, share=0.25, prorec=m, markov=m) for b in ("all", "seen_transition")}
+  buckets["cold_target"] = dict(users=0, share=0.0)
+  rec = dict(kind="gap_breakdown", dataset="toys", buckets=buckets, memory_first_cap=3,
+             overlap_at10=dict(both=0.1, only_a=0.2, only_b=0.3, either=0.6), command="bench_gap")
+  (tmp_path / "gap.json").write_text(json.dumps(rec))
+  text = report.render(report.load_records(str(tmp_path)))
+  rows = [l for l in text.splitlines() if l.startswith("| gap.json |")]
+  assert [r.split(" | ")[2] for r in rows[:3]] == ["all", "seen_transition", "cold_target"]
+  assert "| 0.2500 / 0.1250 | 0.2500 / 0.1250 | - |" in rows[0]
+  assert "| - | - | - |" in rows[2] and "either 0.6000" in rows[3] and "cap 3" in rows[3]

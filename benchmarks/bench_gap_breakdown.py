@@ -1,0 +1,79 @@
+"""Stage II against the Markov chain on each kind of test pair, and the two combined
+(prorec_jax/gap_analysis.py).
+
+  .venv/bin/python benchmarks/bench_gap_breakdown.py --workdir=/tmp/pipe_beauty \
+      --out=benchmarks/results/gap_breakdown_beauty.json
+
+Needs a finished eval stage (its ``eval/topk_{valid,test}.npy``); the Markov lists are recomputed
+from the workdir's data as in ``data/baselines.json``. No model is run: seconds on the CPU.
+``memory_first`` (not in the paper) puts the ``cap`` most frequent successors of the last item
+ahead of the Stage II list; ``cap`` is chosen on validation NDCG@10, then reported on test.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+from prorec_jax import artifacts  # noqa: E402
+from prorec_jax import baselines  # noqa: E402
+from prorec_jax import evaluate  # noqa: E402
+from prorec_jax import gap_analysis  # noqa: E402
+from prorec_jax import metrics  # noqa: E402
+from prorec_jax import pipeline  # noqa: E402
+from prorec_jax.data import dataset as dataset_lib  # noqa: E402
+
+HOLDOUT = dict(valid=2, test=1)
+
+
+def load_topk(workdir, split, num_users):
+  path = os.path.join(workdir, "eval", f"topk_{split}.npy")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} missing; run --stage=eval first")
+  topk = np.load(path)
+  if topk.shape[0] != num_users:
+    raise ValueError(f"{path} has {topk.shape[0]} rows, the data {num_users} users")
+  return topk
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--workdir", required=True, help="a run with a finished eval stage")
+  ap.add_argument("--caps", default="1,2,3,5,10", help="memory_first caps tried on validation")
+  ap.add_argument("--out", default="")
+  args = ap.parse_args()
+  config = pipeline.load_config(args.workdir)
+  ds = dataset_lib.load(args.workdir)
+  caps = [int(c) for c in args.caps.split(",")]
+  lists, targets, hybrid = {}, {}, {}
+  for split, h in HOLDOUT.items():
+    prorec = load_topk(args.workdir, split, ds.num_users)
+    lists[split] = dict(prorec=prorec, markov=baselines.recommend(
+        ds.sequences, ds.num_items, h, "markov", prorec.shape[1]))
+    targets[split] = np.array([s[len(s) - h] for s in ds.sequences])
+    hybrid[split] = {c: gap_analysis.memory_first(prorec, ds.sequences, ds.num_items, h, c)
+                     for c in caps}
+  by_cap = {split: {c: metrics.from_topk(hybrid[split][c], targets[split]) for c in caps}
+            for split in HOLDOUT}
+  cap = max(caps, key=lambda c: by_cap["valid"][c]["ndcg@10"])
+  lists["test"]["memory_first"] = hybrid["test"][cap]
+  bucket_of = gap_analysis.buckets(ds.sequences, ds.num_items, holdout=1)
+  table = gap_analysis.breakdown(lists["test"], targets["test"], bucket_of)
+  both = gap_analysis.overlap(lists["test"]["prorec"], lists["test"]["markov"], targets["test"])
+  for name, e in table.items():
+    cells = "  ".join(f"{m} R@10 {e[m]['recall@10']:.4f}" for m in lists["test"] if m in e)
+    print(f"{name:16s} share {e['share']:.3f}  {cells}")
+  print(f"memory_first cap {cap} (best valid NDCG@10 of {caps}); hits@10 (prorec, markov): {both}")
+  out = dict(kind="gap_breakdown", dataset=config.data.name, workdir=args.workdir,
+             users=int(ds.num_users), buckets=table, overlap_at10=both, memory_first_cap=cap,
+             memory_first_by_cap={s: {str(c): m for c, m in v.items()} for s, v in by_cap.items()},
+             commit=evaluate.commit(short=True),
+             command=" ".join(["benchmarks/bench_gap_breakdown.py"] + sys.argv[1:]))
+  if args.out:
+    artifacts.save_json(args.out, out)
+
+
+if __name__ == "__main__":
+  main()

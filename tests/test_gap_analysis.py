@@ -1,0 +1,66 @@
+import numpy as np
+import pytest
+
+from prorec_jax import gap_analysis
+from prorec_jax import metrics
+
+
+def _seqs():
+  # Known at test time (each sequence without its last item): 1->2, 1->4, 2->3 (x2), 3->7, 7->1,
+  # 5->6, 6->1, 4->5.
+  return [np.array(s, np.int32) for s in (
+      [1, 2, 3, 7, 1, 2],  # test pair 1 -> 2: seen transition
+      [5, 6, 1, 4, 5, 3],  # test pair 5 -> 3: 3 is known, never after 5
+      [2, 3, 9],  # test pair 3 -> 9: 9 appears nowhere else
+      [1, 4, 6])]  # test pair 4 -> 6: 6 is known, never after 4
+
+
+def test_buckets_by_what_is_known_at_test_time():
+  np.testing.assert_array_equal(gap_analysis.buckets(_seqs(), 9, holdout=1), [0, 1, 2, 1])
+  # Validation: pairs 7 -> 1 (unseen, 1 known), 4 -> 5 (unseen), 2 -> 3 (seen: user 0), 1 -> 4.
+  np.testing.assert_array_equal(gap_analysis.buckets(_seqs(), 9, holdout=2), [1, 1, 0, 0])
+
+
+def test_breakdown_shares_average_back_to_the_overall_metric():
+  rng = np.random.default_rng(0)
+  targets = rng.integers(1, 30, 200)
+  topk = np.stack([rng.permutation(np.arange(1, 30))[:20] for _ in targets])
+  bucket_of = rng.integers(0, 3, 200)
+  table = gap_analysis.breakdown(dict(m=topk), targets, bucket_of)
+  assert table["all"]["m"] == metrics.from_topk(topk, targets, (10, 20))
+  assert sum(table[b]["share"] for b in gap_analysis.BUCKETS) == pytest.approx(1.0)
+  for key in ("recall@10", "ndcg@20"):
+    avg = sum(table[b]["share"] * table[b]["m"][key] for b in gap_analysis.BUCKETS)
+    assert avg == pytest.approx(table["all"]["m"][key])
+
+
+def test_breakdown_keeps_empty_buckets_without_metrics():
+  table = gap_analysis.breakdown(dict(m=np.arange(1, 21)[None]), np.array([3]), np.array([0]))
+  assert table["cold_target"] == dict(users=0, share=0.0)
+
+
+def test_overlap_partitions_the_users():
+  targets = np.array([1, 2, 3, 4])
+  a = np.array([[1, 9], [2, 9], [9, 8], [9, 8]])  # hits users 0, 1
+  b = np.array([[1, 9], [9, 8], [3, 9], [9, 8]])  # hits users 0, 2
+  o = gap_analysis.overlap(a, b, targets, k=2)
+  assert o == dict(both=0.25, only_a=0.25, only_b=0.25, either=0.75)
+
+
+def test_memory_first_puts_frequent_successors_ahead_of_the_model_list():
+  # Known at test time: 1->4 (x2), 1->2, 4->1, 5->6, 6->5, 3->7, 7->1; 2 and 8 never lead on.
+  seqs = [np.array(s, np.int32) for s in ([1, 4, 1, 2, 9], [1, 4, 9], [5, 6, 5, 9], [3, 7, 1, 9],
+                                          [8, 9])]
+  model = np.tile(np.array([[8, 2, 4, 7, 5]]), (5, 1))
+  out = gap_analysis.memory_first(model, seqs, 9, holdout=1, cap=2)
+  # User 0's last known item is 2 (never followed); user 1's is 4 (followed by 1), user 2's 5.
+  np.testing.assert_array_equal(out[0], model[0])
+  np.testing.assert_array_equal(out[1], [1, 8, 2, 4, 7])
+  np.testing.assert_array_equal(out[2], [6, 8, 2, 4, 7])
+  # User 3's last known item is 1: successors 4 (x2) then 2, not repeated from the model's list.
+  np.testing.assert_array_equal(out[3], [4, 2, 8, 7, 5])
+  np.testing.assert_array_equal(out[4], model[4])
+  np.testing.assert_array_equal(gap_analysis.memory_first(model, seqs, 9, 1, cap=1)[3],
+                                [4, 8, 2, 7, 5])
+  np.testing.assert_array_equal(gap_analysis.memory_first(model, seqs, 9, 1, cap=0), model)
+  assert all(len(set(r)) == len(r) for r in out)
