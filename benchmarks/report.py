@@ -77,6 +77,24 @@ def main_runs(records, dataset):
   return runs
 
 
+BASELINE_LABELS = (
+    ("markov_train", "Markov baseline (training part: the models' data)"),
+    ("markov", "Markov baseline (test refit with validation interactions)"),
+    ("popularity", "popularity baseline"))
+
+
+def _baseline_rows(records, dataset, embedded):
+  """Baseline rows from the dataset's bench_baselines.py record, else from a run's data stage."""
+  recs = [r for r in records if r.get("kind") == "baselines" and r["dataset"] == dataset]
+  if len(recs) > 1:
+    raise ValueError(f"{dataset} has two baseline records: {recs[0]['file']} and "
+                     f"{recs[1]['file']}; keep one")
+  base = recs[-1]["baselines"] if recs else embedded
+  commit = recs[-1].get("commit", "-") if recs else "-"
+  return [[dataset, label, "-", "-", commit] + [f"{base[m]['test'][c]:.4f}" for c in COLS]
+          for m, label in BASELINE_LABELS if m in base]
+
+
 def main_table(records):
   # Stage II epochs run (best epoch) and the commit per seed: an early-stopped or stale row shows.
   rows = []
@@ -87,13 +105,9 @@ def main_table(records):
                    ", ".join(_epochs(r, "?") for r in runs),
                    ", ".join(sorted({r.get("commit", "?") for r in runs}))] +
                   [_cell([r["results"]["test"][c] for r in runs]) for c in COLS])
-      for method in ("markov", "popularity"):
-        base = runs[0]["results"].get("baselines", {}).get(method)
-        if base:
-          rows.append([ds, f"{method} baseline", "-", "-", "-"] +
-                      [f"{base['test'][c]:.4f}" for c in COLS])
     else:
       rows.append([ds, "PRORec-JAX (ours)", "not run", "-", "-"] + ["-"] * len(COLS))
+    rows += _baseline_rows(records, ds, runs[0]["results"].get("baselines", {}) if runs else {})
     if ds in PAPER:
       rows.append([ds, "PRORec (paper, Table 3)", "-", "-", "-"] +
                   [f"{PAPER[ds][c]:.4f}" if c in PAPER[ds] else "-" for c in COLS])
@@ -227,6 +241,7 @@ def gap_table(records):
 
 def render(all_records):
   records = [r for r in all_records if "stage_seconds" in r]  # bench_pipeline.py records
+  baseline_records = [r for r in all_records if r.get("kind") == "baselines"]
   machines = sorted({f"{r['machine']['cpu']}, {r['machine']['cores']} cores, JAX "
                      f"{r['machine']['jax']}" for r in records if "machine" in r})
   commands = "\n".join(f"    {r['command']}" for r in all_records if "command" in r)
@@ -235,7 +250,8 @@ def render(all_records):
       "Generated from `benchmarks/results/*.json` by `benchmarks/report.py --write BENCHMARKS.md`;"
       " do not edit by hand. Machines: " + ("; ".join(machines) or "-") + ".",
       "Commands that produced the records:\n\n" + (commands or "    (none yet)"),
-      "### Main table (test split, model chosen on validation)", main_table(records),
+      "### Main table (test split, model chosen on validation)",
+      main_table(records + baseline_records),
       "### Runs on Beauty (defaults and ablations)", ablation_table(records),
       "### Stage I: the DIN alone as a recommender", stage1_table(records),
       "### Wall time per stage", speed_table(records),

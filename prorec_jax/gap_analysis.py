@@ -1,8 +1,8 @@
 """Where a recommender wins or loses against the first-order Markov chain, split by test pair type.
 
-Every held-out pair (last history item ``x``, target ``y``) falls in one bucket, judged on what is
-known at that point (each user's sequence without its held-out items, the data the Markov
-baseline counts):
+Every held-out pair (last history item ``x``, target ``y``) falls in one bucket, judged on the
+training part (every user's sequence without its last two items: what Stage II trains on and
+what the ``markov_train`` baseline counts):
 
 - ``seen_transition``: some user went from ``x`` to ``y``: Markov can answer by memory;
 - ``seen_target``: ``y`` was seen, never right after ``x``: the answer must generalise;
@@ -12,7 +12,7 @@ Per bucket: its share of users and each model's Recall/NDCG@k; overall, how ofte
 the same users. A share-weighted average of a model's bucket recalls is its overall recall.
 
 ``memory_first`` is the simplest way to use both (not in the paper): the ``cap`` most frequent
-successors of the user's last item, then the model's list without them.
+successors (in the training part) of the user's last item, then the model's list without them.
 """
 import numpy as np
 
@@ -22,15 +22,18 @@ from prorec_jax import metrics
 BUCKETS = ("seen_transition", "seen_target", "cold_target")
 
 
+def _training_counts(sequences, num_items):
+  parts = [s[:-2] for s in sequences]
+  return baselines.transitions(parts, num_items), baselines.popularity_counts(parts, num_items)
+
+
 def buckets(sequences, num_items, holdout=1):
   """Bucket index (into BUCKETS) of each user's held-out pair; holdout 2 = validation, 1 = test."""
-  parts = [s[:len(s) - holdout] for s in sequences]
-  trans = baselines.transitions(parts, num_items)
-  seen = baselines.popularity_counts(parts, num_items) > 0
+  trans, pop = _training_counts(sequences, num_items)
   out = np.empty(len(sequences), np.int32)
-  for u, (p, s) in enumerate(zip(parts, sequences)):
-    y = s[len(s) - holdout]
-    out[u] = 0 if trans[p[-1], y] > 0 else (1 if seen[y] else 2)
+  for u, s in enumerate(sequences):
+    x, y = s[len(s) - holdout - 1], s[len(s) - holdout]
+    out[u] = 0 if trans[x, y] > 0 else (1 if pop[y] > 0 else 2)
   return out
 
 
@@ -57,16 +60,15 @@ def overlap(topk_a, topk_b, targets, k=10):
 
 
 def memory_first(topk_UxK, sequences, num_items, holdout, cap):
-  """Each user's top ``cap`` Markov successors of the last known item (by transition count, only
-  those ever seen), then ``topk_UxK``'s items minus those; same shape as ``topk_UxK``."""
+  """Each user's top ``cap`` training-part successors of the last history item (by transition
+  count, only those ever seen), then ``topk_UxK``'s items minus those; same shape as ``topk_UxK``."""
   topk_UxK = np.asarray(topk_UxK)
-  parts = [s[:len(s) - holdout] for s in sequences]
-  trans = baselines.transitions(parts, num_items)
-  pop = baselines.popularity_counts(parts, num_items)
+  trans, pop = _training_counts(sequences, num_items)
   tiebreak = pop / (pop.max() + 1.0)  # < 1: popularity orders equal counts, as in the baseline
   out = np.empty_like(topk_UxK)
-  for u, p in enumerate(parts):
-    lo, hi = trans.indptr[p[-1]], trans.indptr[p[-1] + 1]
+  for u, s in enumerate(sequences):
+    x = s[len(s) - holdout - 1]
+    lo, hi = trans.indptr[x], trans.indptr[x + 1]
     cand = trans.indices[lo:hi]
     succ = cand[np.argsort(-(trans.data[lo:hi] + tiebreak[cand]), kind="stable")][:cap]
     out[u] = np.concatenate([succ, topk_UxK[u][~np.isin(topk_UxK[u], succ)]])[:topk_UxK.shape[1]]

@@ -6,8 +6,7 @@ from prorec_jax import metrics
 
 
 def _seqs():
-  # Known at test time (each sequence without its last item): 1->2, 1->4, 2->3 (x2), 3->7, 7->1,
-  # 5->6, 6->1, 4->5.
+  # Training part (each sequence without its last two items): 1->2, 2->3, 3->7, 5->6, 6->1, 1->4.
   return [np.array(s, np.int32) for s in (
       [1, 2, 3, 7, 1, 2],  # test pair 1 -> 2: seen transition
       [5, 6, 1, 4, 5, 3],  # test pair 5 -> 3: 3 is known, never after 5
@@ -48,19 +47,19 @@ def test_overlap_partitions_the_users():
 
 
 def test_memory_first_puts_frequent_successors_ahead_of_the_model_list():
-  # Known at test time: 1->4 (x2), 1->2, 4->1, 5->6, 6->5, 3->7, 7->1; 2 and 8 never lead on.
-  seqs = [np.array(s, np.int32) for s in ([1, 4, 1, 2, 9], [1, 4, 9], [5, 6, 5, 9], [3, 7, 1, 9],
-                                          [8, 9])]
+  # Training part: 1->4 (x2), 4->1, 1->2, 5->1; 3 and 8 never lead on. Test query: the 2nd-last.
+  seqs = [np.array(s, np.int32) for s in ([1, 4, 1, 2, 3, 9], [5, 1, 4, 4, 9], [6, 5, 9],
+                                          [7, 1, 9], [8, 9])]
   model = np.tile(np.array([[8, 2, 4, 7, 5]]), (5, 1))
   out = gap_analysis.memory_first(model, seqs, 9, holdout=1, cap=2)
-  # User 0's last known item is 2 (never followed); user 1's is 4 (followed by 1), user 2's 5.
-  np.testing.assert_array_equal(out[0], model[0])
-  np.testing.assert_array_equal(out[1], [1, 8, 2, 4, 7])
-  np.testing.assert_array_equal(out[2], [6, 8, 2, 4, 7])
-  # User 3's last known item is 1: successors 4 (x2) then 2, not repeated from the model's list.
-  np.testing.assert_array_equal(out[3], [4, 2, 8, 7, 5])
+  np.testing.assert_array_equal(out[0], model[0])  # 3: never followed
+  np.testing.assert_array_equal(out[1], [1, 8, 2, 4, 7])  # 4 -> 1
+  np.testing.assert_array_equal(out[2], [1, 8, 2, 4, 7])  # 5 -> 1
+  np.testing.assert_array_equal(out[3], [4, 2, 8, 7, 5])  # 1 -> 4 (x2), 1 -> 2; no repeats
   np.testing.assert_array_equal(out[4], model[4])
   np.testing.assert_array_equal(gap_analysis.memory_first(model, seqs, 9, 1, cap=1)[3],
                                 [4, 8, 2, 7, 5])
   np.testing.assert_array_equal(gap_analysis.memory_first(model, seqs, 9, 1, cap=0), model)
+  # The validation query (3rd-last) of user 3 is 7, never followed in the training part.
+  np.testing.assert_array_equal(gap_analysis.memory_first(model, seqs, 9, 2, cap=2)[3], model[3])
   assert all(len(set(r)) == len(r) for r in out)

@@ -46,6 +46,22 @@ def test_markov_follows_transitions_then_popularity():
   np.testing.assert_array_equal(top[4], pop[4])
 
 
+def test_markov_train_does_not_count_validation_interactions():
+  # 3 -> 4 only happens as a validation interaction (user 0); the test query of user 1 is 3.
+  seqs = [np.array(s, np.int32) for s in ([1, 2, 3, 4, 9], [5, 6, 7, 3, 8], [2, 8, 6, 5])]
+  refit = baselines.recommend(seqs, 9, holdout=1, method="markov", k=5)
+  train = baselines.recommend(seqs, 9, holdout=1, method="markov", k=5, fit_holdout=2)
+  assert refit[1, 0] == 4 and train[1, 0] != 4
+  # Validation: both count the training part only, so they agree.
+  np.testing.assert_array_equal(
+      baselines.recommend(seqs, 9, 2, "markov", 5),
+      baselines.recommend(seqs, 9, 2, "markov", 5, fit_holdout=2))
+  res = baselines.evaluate(seqs, 9, ks=(5,))
+  assert res["markov_train"]["valid"] == res["markov"]["valid"]
+  with pytest.raises(ValueError, match="would count the targets"):
+    baselines.recommend(seqs, 9, 2, "markov", 5, fit_holdout=1)
+
+
 def test_baseline_errors():
   with pytest.raises(ValueError, match="unknown baseline"):
     baselines.recommend(_seqs(), 25, 1, "bpr")

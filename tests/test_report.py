@@ -88,3 +88,22 @@ def test_gap_table_has_a_row_per_bucket_and_the_overlap(tmp_path):
   assert [r.split(" | ")[2] for r in rows[:3]] == ["all", "seen_transition", "cold_target"]
   assert "| 0.2500 / 0.1250 | 0.2500 / 0.1250 | - |" in rows[0]
   assert "| - | - | - |" in rows[2] and "either 0.6000" in rows[3] and "cap 3" in rows[3]
+
+
+def test_main_table_takes_baselines_from_their_own_record(tmp_path):
+  m = {c: 0.1 for c in report.COLS}
+  run = _record(0, 0.06)
+  run["results"]["baselines"] = dict(markov=dict(test=dict(m, **{"recall@10": 0.0753})))
+  (tmp_path / "run.json").write_text(json.dumps(run))
+  rows = lambda: [l for l in report.render(report.load_records(str(tmp_path))).splitlines()  # noqa
+                  if l.startswith("| beauty |") and "baseline" in l]
+  assert len(rows()) == 1 and "refit" in rows()[0] and "0.0753" in rows()[0]
+  base = dict(kind="baselines", dataset="beauty", commit="b1", baselines=dict(
+      markov=dict(test=dict(m, **{"recall@10": 0.0753})),
+      markov_train=dict(test=dict(m, **{"recall@10": 0.0659})), popularity=dict(test=m)))
+  (tmp_path / "base.json").write_text(json.dumps(base))
+  got = rows()
+  assert len(got) == 3 and "training part" in got[0] and "0.0659" in got[0] and "| b1 |" in got[0]
+  (tmp_path / "base2.json").write_text(json.dumps(base))
+  with pytest.raises(ValueError, match="two baseline records"):
+    rows()
