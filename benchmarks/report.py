@@ -80,7 +80,7 @@ def main_runs(records, dataset):
 BASELINE_LABELS = (
     ("markov_train", "Markov baseline (training part: the models' data)"),
     ("markov", "Markov baseline (test refit with validation interactions)"),
-    ("popularity", "popularity baseline"))
+    ("popularity", "popularity baseline (test refit)"))
 
 
 def _baseline_rows(records, dataset, embedded):
