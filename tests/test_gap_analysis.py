@@ -1,8 +1,21 @@
+"""gap_analysis: buckets, per-bucket metrics, overlap and memory_first; and the bench script end to
+end on a run whose model is the Markov chain."""
+import importlib.util
+import json
+import os
+import sys
+
 import numpy as np
 import pytest
 
+from configs import prorec
+from conftest import REPO
+from prorec_jax import artifacts
+from prorec_jax import baselines
 from prorec_jax import gap_analysis
 from prorec_jax import metrics
+from prorec_jax import pipeline
+from prorec_jax.data import dataset as dataset_lib
 
 
 def _seqs():
@@ -63,3 +76,33 @@ def test_memory_first_puts_frequent_successors_ahead_of_the_model_list():
   # The validation query (3rd-last) of user 3 is 7, never followed in the training part.
   np.testing.assert_array_equal(gap_analysis.memory_first(model, seqs, 9, 2, cap=2)[3], model[3])
   assert all(len(set(r)) == len(r) for r in out)
+
+
+def test_bench_script_on_a_run_whose_model_is_the_markov_chain(tmp_path):
+  """The script end to end, with the eval stage's lists replaced by markov_train's own lists:
+  the two models then agree in every bucket, and memory_first (which puts the same successors
+  first, in the same order) changes nothing."""
+  config = prorec.get_config("dataset=synthetic,runlocal=True")
+  wd = str(tmp_path / "run")
+  pipeline.run("data", config, wd)
+  ds = dataset_lib.load(wd)
+  for split, h in (("valid", 2), ("test", 1)):
+    artifacts.save_npy(os.path.join(wd, "eval", f"topk_{split}.npy"), baselines.recommend(
+        ds.sequences, ds.num_items, h, "markov", 20, fit_holdout=2).astype(np.int32))
+  spec = importlib.util.spec_from_file_location(
+      "bench_gap", os.path.join(REPO, "benchmarks", "bench_gap_breakdown.py"))
+  bench = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bench)
+  out = tmp_path / "gap.json"
+  argv, sys.argv = sys.argv, ["bench_gap_breakdown.py", f"--workdir={wd}", f"--out={out}"]
+  try:
+    bench.main()
+  finally:
+    sys.argv = argv
+  rec = json.loads(out.read_text())
+  assert rec["kind"] == "gap_breakdown" and rec["dataset"] == "synthetic"
+  for name, e in rec["buckets"].items():
+    if e["users"]:
+      assert e["prorec"] == e["markov"] == e["memory_first"], name
+  assert rec["overlap_at10"]["only_a"] == rec["overlap_at10"]["only_b"] == 0.0
+  assert rec["buckets"]["seen_transition"]["markov"]["recall@10"] > 0.5  # planted transitions
