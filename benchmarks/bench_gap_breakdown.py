@@ -9,6 +9,8 @@ from the workdir's data, counted on the training part only as Stage II is traine
 ``markov_train`` baseline). No model is run: seconds on the CPU.
 ``memory_first`` (not in the paper) puts the ``cap`` most frequent successors of the last item
 ahead of the Stage II list; ``cap`` is chosen on validation NDCG@10, then reported on test.
+``--din`` also ranks every test user with the Stage I DIN (best align checkpoint, exact
+full-catalog ranking; minutes on the CPU) and adds it as a fourth model.
 """
 import argparse
 import os
@@ -18,13 +20,20 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
+from configs import prorec  # noqa: E402
+from prorec_jax import align  # noqa: E402
 from prorec_jax import artifacts  # noqa: E402
 from prorec_jax import baselines  # noqa: E402
+from prorec_jax import checkpoint  # noqa: E402
+from prorec_jax import din_rank  # noqa: E402
 from prorec_jax import evaluate  # noqa: E402
 from prorec_jax import gap_analysis  # noqa: E402
 from prorec_jax import metrics  # noqa: E402
 from prorec_jax import pipeline  # noqa: E402
+from prorec_jax import sharding  # noqa: E402
+from prorec_jax import train_loop  # noqa: E402
 from prorec_jax.data import dataset as dataset_lib  # noqa: E402
+from prorec_jax.data import split as split_lib  # noqa: E402
 
 HOLDOUT = dict(valid=2, test=1)
 
@@ -39,10 +48,35 @@ def load_topk(workdir, split, num_users):
   return topk
 
 
+def din_topk(config, workdir, ds):
+  """Top-20 test lists of the Stage I DIN restored from the align stage's best checkpoint."""
+  a = config.align
+  if a.fusion == "semantic_only":
+    raise ValueError("a semantic_only run trains no DIN")
+  model = align.build_model(config, ds.num_items)
+  sem_dim = 1 if a.fusion == "collab_only" else align.load_semantic(workdir, ds.num_items).shape[1]
+  optim = prorec.get_config(f"dataset={config.data.name}").align.optim  # fields older runs lack
+  optim.update(a.optim.to_dict())
+  template = train_loop.init_state(align.init_params(model, config, sem_dim),
+                                   train_loop.make_optimizer(optim, 1))
+  ckpt = checkpoint.Checkpoints(os.path.join(workdir, "align", "checkpoints"))
+  restored = ckpt.restore_best(template)
+  ckpt.close()
+  if restored is None:
+    raise FileNotFoundError(f"{workdir}/align/checkpoints/best is empty; run --stage=align")
+  test = split_lib.leave_one_out(ds.sequences, config.data.max_history).test
+  ranker = din_rank.make_ranker(model, ds.num_items, config.data.max_history,
+                                a.model.attention_mlp[0], sharding.make_mesh(), a.eval_batch_size)
+  topk, m = ranker(restored[0].params, test.history, test.target)
+  print(f"DIN (best align epoch {restored[1]['best_epoch']}) test {m}", flush=True)
+  return topk
+
+
 def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("--workdir", required=True, help="a run with a finished eval stage")
   ap.add_argument("--caps", default="1,2,3,5,10", help="memory_first caps tried on validation")
+  ap.add_argument("--din", action="store_true", help="also rank test users with the Stage I DIN")
   ap.add_argument("--out", default="")
   args = ap.parse_args()
   config = pipeline.load_config(args.workdir)
@@ -60,6 +94,8 @@ def main():
             for split in HOLDOUT}
   cap = max(caps, key=lambda c: by_cap["valid"][c]["ndcg@10"])
   lists["test"]["memory_first"] = hybrid["test"][cap]
+  if args.din:
+    lists["test"]["din"] = din_topk(config, args.workdir, ds)
   bucket_of = gap_analysis.buckets(ds.sequences, ds.num_items, holdout=1)
   table = gap_analysis.breakdown(lists["test"], targets["test"], bucket_of)
   both = gap_analysis.overlap(lists["test"]["prorec"], lists["test"]["markov"], targets["test"])

@@ -223,7 +223,7 @@ def gap_table(records):
   recs = [r for r in records if r.get("kind") == "gap_breakdown"]
   if not recs:
     return "No gap-breakdown records yet."
-  models = ("prorec", "markov", "memory_first")
+  models = ("prorec", "markov", "memory_first", "din")
   rows = []
   for r in recs:
     for bucket, e in r["buckets"].items():
@@ -234,9 +234,10 @@ def gap_table(records):
     rows.append([r["file"], r["dataset"], f"hit@10 by both / only PRORec / only Markov / either "
                  f"(memory_first cap {r['memory_first_cap']})", "-",
                  f"{o['both']:.4f} / {o['only_a']:.4f}", f"{o['only_b']:.4f}",
-                 f"either {o['either']:.4f}"])
+                 f"either {o['either']:.4f}", "-"])
   return _table(["record", "dataset", "test pairs", "share", "PRORec R@10 / N@10",
-                 "Markov R@10 / N@10", "memory_first R@10 / N@10"], rows)
+                 "Markov R@10 / N@10", "memory_first R@10 / N@10", "Stage I DIN R@10 / N@10"],
+                rows)
 
 
 def render(all_records):

@@ -1,4 +1,5 @@
 """Stage I: sharded step, checkpoints, NaN handling, every fusion variant, resume, learning."""
+import importlib.util
 import json
 import os
 
@@ -8,9 +9,11 @@ import numpy as np
 import pytest
 
 from configs import prorec
+from conftest import REPO
 from prorec_jax import align
 from prorec_jax import artifacts
 from prorec_jax import checkpoint
+from prorec_jax import metrics
 from prorec_jax import sharding
 from prorec_jax import train_loop
 from prorec_jax.data import batching
@@ -217,3 +220,19 @@ def test_bad_semantic_inputs(tmp_path):
     config.align.fusion = "fused"
   with pytest.raises(ValueError, match="align.fusion"):
     align.run(config, str(tmp_path))
+
+
+def test_gap_breakdown_restores_the_best_din_exactly(prorec_run):
+  """bench_gap_breakdown.py --din ranks with the DIN restored from the best align checkpoint:
+  on the users the align stage scored, its lists give the align stage's own test metrics."""
+  path, config, ds, _ = prorec_run
+  spec = importlib.util.spec_from_file_location(
+      "bench_gap", os.path.join(REPO, "benchmarks", "bench_gap_breakdown.py"))
+  bench = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bench)
+  topk = bench.din_topk(config, str(path), ds)
+  test = split_lib.leave_one_out(ds.sequences, config.data.max_history).test
+  rows = align._eval_rows(test, config.align.final_eval_users, config.seed + 1)
+  want = artifacts.load_json(path / "align" / "metrics.json")["test"]
+  got = metrics.from_topk(topk[rows], test.target[rows])
+  assert got == pytest.approx(want, abs=1e-6)
