@@ -10,7 +10,9 @@ from the workdir's data, counted on the training part only as Stage II is traine
 ``memory_first`` (not in the paper) puts the ``cap`` most frequent successors of the last item
 ahead of the Stage II list; ``cap`` is chosen on validation NDCG@10, then reported on test.
 ``--din`` also ranks every test user with the Stage I DIN (best align checkpoint, exact
-full-catalog ranking; minutes on the CPU) and adds it as a fourth model.
+full-catalog ranking; minutes on the CPU) and adds it as a fourth model. A run made with
+``bench_pipeline.py --reuse`` has the align outputs but not the checkpoints: pass the run they
+came from as ``--din_workdir`` (its align outputs must be identical).
 """
 import argparse
 import os
@@ -48,9 +50,16 @@ def load_topk(workdir, split, num_users):
   return topk
 
 
-def din_topk(config, workdir, ds):
-  """Top-20 test lists of the Stage I DIN restored from the align stage's best checkpoint."""
+def din_topk(config, workdir, ds, din_workdir=""):
+  """Top-20 test lists of the Stage I DIN restored from the align stage's best checkpoint (of
+  ``din_workdir`` when given, whose align outputs must equal ``workdir``'s)."""
   a = config.align
+  if din_workdir:
+    for name in ("collaborative.npy", "integrated.npy"):
+      if not np.array_equal(*(np.load(os.path.join(w, "align", name))
+                              for w in (workdir, din_workdir))):
+        raise ValueError(f"{din_workdir}/align/{name} differs from {workdir}'s: another Stage I")
+    workdir = din_workdir
   if a.fusion == "semantic_only":
     raise ValueError("a semantic_only run trains no DIN")
   model = align.build_model(config, ds.num_items)
@@ -77,6 +86,7 @@ def main():
   ap.add_argument("--workdir", required=True, help="a run with a finished eval stage")
   ap.add_argument("--caps", default="1,2,3,5,10", help="memory_first caps tried on validation")
   ap.add_argument("--din", action="store_true", help="also rank test users with the Stage I DIN")
+  ap.add_argument("--din_workdir", default="", help="run holding the align checkpoints (--reuse)")
   ap.add_argument("--out", default="")
   args = ap.parse_args()
   config = pipeline.load_config(args.workdir)
@@ -95,7 +105,7 @@ def main():
   cap = max(caps, key=lambda c: by_cap["valid"][c]["ndcg@10"])
   lists["test"]["memory_first"] = hybrid["test"][cap]
   if args.din:
-    lists["test"]["din"] = din_topk(config, args.workdir, ds)
+    lists["test"]["din"] = din_topk(config, args.workdir, ds, args.din_workdir)
   bucket_of = gap_analysis.buckets(ds.sequences, ds.num_items, holdout=1)
   table = gap_analysis.breakdown(lists["test"], targets["test"], bucket_of)
   both = gap_analysis.overlap(lists["test"]["prorec"], lists["test"]["markov"], targets["test"])

@@ -236,3 +236,17 @@ def test_gap_breakdown_restores_the_best_din_exactly(prorec_run):
   want = artifacts.load_json(path / "align" / "metrics.json")["test"]
   got = metrics.from_topk(topk[rows], test.target[rows])
   assert got == pytest.approx(want, abs=1e-6)
+
+
+def test_gap_breakdown_refuses_a_din_from_another_stage_one(prorec_run, tmp_path):
+  path, config, ds, _ = prorec_run
+  spec = importlib.util.spec_from_file_location(
+      "bench_gap", os.path.join(REPO, "benchmarks", "bench_gap_breakdown.py"))
+  bench = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bench)
+  other = tmp_path / "other"
+  os.makedirs(other / "align")
+  for name in ("collaborative.npy", "integrated.npy"):
+    np.save(other / "align" / name, np.load(path / "align" / name) + 1.0)
+  with pytest.raises(ValueError, match="another Stage I"):
+    bench.din_topk(config, str(path), ds, din_workdir=str(other))
