@@ -60,6 +60,9 @@ def din_topk(config, workdir, ds, din_workdir=""):
                               for w in (workdir, din_workdir))):
         raise ValueError(f"{din_workdir}/align/{name} differs from {workdir}'s: another Stage I")
     workdir = din_workdir
+  ckpt_dir = os.path.join(workdir, "align", "checkpoints")
+  if not os.path.isdir(os.path.join(ckpt_dir, "best")):  # orbax would create it empty
+    raise FileNotFoundError(f"{ckpt_dir}/best missing: a --reuse'd run? pass --din_workdir")
   if a.fusion == "semantic_only":
     raise ValueError("a semantic_only run trains no DIN")
   model = align.build_model(config, ds.num_items)
@@ -68,11 +71,11 @@ def din_topk(config, workdir, ds, din_workdir=""):
   optim.update(a.optim.to_dict())
   template = train_loop.init_state(align.init_params(model, config, sem_dim),
                                    train_loop.make_optimizer(optim, 1))
-  ckpt = checkpoint.Checkpoints(os.path.join(workdir, "align", "checkpoints"))
+  ckpt = checkpoint.Checkpoints(ckpt_dir)
   restored = ckpt.restore_best(template)
   ckpt.close()
   if restored is None:
-    raise FileNotFoundError(f"{workdir}/align/checkpoints/best is empty; run --stage=align")
+    raise FileNotFoundError(f"{ckpt_dir}/best is empty; run --stage=align")
   test = split_lib.leave_one_out(ds.sequences, config.data.max_history).test
   ranker = din_rank.make_ranker(model, ds.num_items, config.data.max_history,
                                 a.model.attention_mlp[0], sharding.make_mesh(), a.eval_batch_size)

@@ -222,14 +222,19 @@ def test_bad_semantic_inputs(tmp_path):
     align.run(config, str(tmp_path))
 
 
-def test_gap_breakdown_restores_the_best_din_exactly(prorec_run):
-  """bench_gap_breakdown.py --din ranks with the DIN restored from the best align checkpoint:
-  on the users the align stage scored, its lists give the align stage's own test metrics."""
-  path, config, ds, _ = prorec_run
+def _bench_gap():
   spec = importlib.util.spec_from_file_location(
       "bench_gap", os.path.join(REPO, "benchmarks", "bench_gap_breakdown.py"))
   bench = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(bench)
+  return bench
+
+
+def test_gap_breakdown_restores_the_best_din_exactly(prorec_run):
+  """bench_gap_breakdown.py --din ranks with the DIN restored from the best align checkpoint:
+  on the users the align stage scored, its lists give the align stage's own test metrics."""
+  path, config, ds, _ = prorec_run
+  bench = _bench_gap()
   topk = bench.din_topk(config, str(path), ds)
   test = split_lib.leave_one_out(ds.sequences, config.data.max_history).test
   rows = align._eval_rows(test, config.align.final_eval_users, config.seed + 1)
@@ -240,13 +245,13 @@ def test_gap_breakdown_restores_the_best_din_exactly(prorec_run):
 
 def test_gap_breakdown_refuses_a_din_from_another_stage_one(prorec_run, tmp_path):
   path, config, ds, _ = prorec_run
-  spec = importlib.util.spec_from_file_location(
-      "bench_gap", os.path.join(REPO, "benchmarks", "bench_gap_breakdown.py"))
-  bench = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(bench)
+  bench = _bench_gap()
   other = tmp_path / "other"
   os.makedirs(other / "align")
   for name in ("collaborative.npy", "integrated.npy"):
     np.save(other / "align" / name, np.load(path / "align" / name) + 1.0)
   with pytest.raises(ValueError, match="another Stage I"):
     bench.din_topk(config, str(path), ds, din_workdir=str(other))
+  with pytest.raises(FileNotFoundError, match="pass --din_workdir"):  # align outputs, no checkpoints
+    bench.din_topk(config, str(other), ds)
+  assert not os.path.exists(other / "align" / "checkpoints")
