@@ -45,7 +45,7 @@ diagnostics() {  # does Stage II fit its own training pairs? where does Markov b
   "$PY" benchmarks/bench_fit_gap.py --workdir=$RUNS/beauty --out=$OUT/fit_gap_beauty.json
   for ds in beauty sports toys yelp; do
     "$PY" benchmarks/bench_baselines.py --workdir=$RUNS/$ds --out=$OUT/baselines_$ds.json
-    "$PY" benchmarks/bench_gap_breakdown.py --workdir=$RUNS/$ds --out=$OUT/gap_breakdown_$ds.json
+    "$PY" benchmarks/bench_gap_breakdown.py --workdir=$RUNS/$ds --din --out=$OUT/gap_breakdown_$ds.json
   done
 }
 
