@@ -27,7 +27,7 @@ def _seqs():
       [1, 4, 6])]  # test pair 4 -> 6: 6 is known, never after 4
 
 
-def test_buckets_by_what_is_known_at_test_time():
+def test_buckets_are_judged_on_the_training_part():
   np.testing.assert_array_equal(gap_analysis.buckets(_seqs(), 9, holdout=1), [0, 1, 2, 1])
   # Validation: pairs 7 -> 1 (unseen, 1 known), 4 -> 5 (unseen), 2 -> 3 (seen: user 0), 1 -> 4.
   np.testing.assert_array_equal(gap_analysis.buckets(_seqs(), 9, holdout=2), [1, 1, 0, 0])
