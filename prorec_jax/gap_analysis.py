@@ -60,16 +60,17 @@ def overlap(topk_a, topk_b, targets, k=10):
 
 
 def memory_first(topk_UxK, sequences, num_items, holdout, cap):
-  """Each user's top ``cap`` training-part successors of the last history item (by transition
-  count, only those ever seen), then ``topk_UxK``'s items minus those; same shape as ``topk_UxK``."""
+  """Each user's top ``cap`` training-part successors of the last history item (the head of the
+  ``markov_train`` list, only items that ever followed it), then ``topk_UxK``'s items minus those;
+  same shape as ``topk_UxK``."""
   topk_UxK = np.asarray(topk_UxK)
-  trans, pop = _training_counts(sequences, num_items)
-  tiebreak = pop / (pop.max() + 1.0)  # < 1: popularity orders equal counts, as in the baseline
+  if cap <= 0:
+    return topk_UxK.copy()
+  trans, _ = _training_counts(sequences, num_items)
+  markov = baselines.recommend(sequences, num_items, holdout, "markov", cap, fit_holdout=2)
   out = np.empty_like(topk_UxK)
   for u, s in enumerate(sequences):
     x = s[len(s) - holdout - 1]
-    lo, hi = trans.indptr[x], trans.indptr[x + 1]
-    cand = trans.indices[lo:hi]
-    succ = cand[np.argsort(-(trans.data[lo:hi] + tiebreak[cand]), kind="stable")][:cap]
+    succ = markov[u, :min(cap, trans.indptr[x + 1] - trans.indptr[x])]
     out[u] = np.concatenate([succ, topk_UxK[u][~np.isin(topk_UxK[u], succ)]])[:topk_UxK.shape[1]]
   return out
