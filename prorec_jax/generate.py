@@ -119,6 +119,35 @@ def evaluator(model, config, tables, tokens, num_items, mesh):
   return fn
 
 
+def history_widths(config):
+  # .get: configs saved before the option existed (a run's config.json) mean uniform batches
+  buckets = config.generate.optim.get("history_buckets", ())
+  return batching.bucket_widths(buckets, config.data.max_history)
+
+
+def make_epoch_batches(config, train_examples):
+  """``fn(epoch) -> {"index": [S, B]}`` (plus ``"bucket": [S, B]`` under history_buckets): the
+  epoch's batches as rows of the training set, shuffled by (seed, epoch)."""
+  widths, bs = history_widths(config), config.generate.optim.batch_size
+  lengths = np.sum(train_examples.history > 0, axis=1)
+
+  def epoch_batches(epoch):
+    if len(widths) == 1:
+      return dict(index=batching.batch_indices(len(lengths), bs, config.seed,
+                                               epoch).astype(np.int32))
+    index, bucket = batching.bucketed_batch_indices(lengths, widths, bs, config.seed, epoch)
+    return dict(index=index.astype(np.int32), bucket=np.repeat(bucket[:, None], bs, axis=1))
+  return epoch_batches
+
+
+def train_chunk(config, model, num_items, tx, mesh):
+  """The jitted scan of train steps over ``make_epoch_batches`` batches (consts["examples"])."""
+  widths = history_widths(config)
+  step = train_loop.make_train_step(make_loss(model, config, num_items), tx)
+  return train_loop.compile_chunk(
+      train_loop.indexed_step(step, widths=None if len(widths) == 1 else widths), mesh)
+
+
 def train(config, workdir, mesh):
   g, out = config.generate, artifacts.stage_dir(workdir, STAGE)
   sharding.check_batch_size(g.optim.batch_size, mesh)
@@ -128,26 +157,24 @@ def train(config, workdir, mesh):
   repl = sharding.replicated(mesh)
   consts_dev = jax.device_put({k: jnp.asarray(v) for k, v in consts.items()}, repl)
   consts_dev["examples"] = train_loop.device_examples(split.train, mesh)  # moved once, not per epoch
-  tx = train_loop.make_optimizer(g.optim, -(-len(split.train) // g.optim.batch_size))
+  epoch_batches = make_epoch_batches(config, split.train)
+  tx = train_loop.make_optimizer(g.optim, len(epoch_batches(0)["index"]))
   params = seq2seq.init_params(model, config.seed, consts["tokens"])
   num_params = sum(x.size for x in jax.tree.leaves(params))
   state = jax.device_put(train_loop.init_state(params, tx), repl)
-  chunk = train_loop.compile_chunk(
-      train_loop.indexed_step(
-          train_loop.make_train_step(make_loss(model, config, ds.num_items), tx)), mesh)
+  chunk = train_chunk(config, model, ds.num_items, tx, mesh)
+  widths = history_widths(config)
   key = jax.random.key(config.seed)
   evaluate_fn = evaluator(model, config, tables, consts["tokens"], ds.num_items, mesh)
   rows = eval_rows(len(split.valid), g.eval_users, config.seed)
   valid_sample = split_lib.Examples(split.valid.history[rows], split.valid.target[rows],
                                     split.valid.user[rows])
-  logging.info("train: %d examples, %d items, code length %d, k=%d, %s params", len(split.train),
-               ds.num_items, model.num_levels, model.k,
-               num_params)
+  logging.info("train: %d examples, %d items, code length %d, k=%d, %s params, history widths %s",
+               len(split.train), ds.num_items, model.num_levels, model.k, num_params, widths)
 
   def train_epoch(state, epoch):
-    arrays = dict(index=batching.batch_indices(len(split.train), g.optim.batch_size, config.seed,
-                                               epoch).astype(np.int32))
-    return train_loop.run_epoch(chunk, state, arrays, key, consts_dev, mesh, g.optim.chunk_steps,
+    return train_loop.run_epoch(chunk, state, epoch_batches(epoch), key, consts_dev, mesh,
+                                g.optim.chunk_steps,
                                 name=f"train epoch {epoch}")
 
   def evaluate(state):

@@ -95,18 +95,32 @@ def device_examples(examples, mesh):
   return jax.device_put(data, sharding.replicated(mesh))
 
 
-def indexed_step(train_step, key="examples"):
+def indexed_step(train_step, key="examples", widths=None):
   """Wraps ``train_step`` so its batch is ``{"index": [B]}`` rows of ``consts[key]`` (-1 = a
-  padding row: weight 0, history and target 0), gathered on device."""
-  def step(state, batch, rng, consts):
+  padding row: weight 0, history and target 0), gathered on device.
+
+  With ``widths`` (static history widths, e.g. ``batching.bucket_widths``) the batch also holds
+  ``"bucket": [B]`` (one value repeated, so it shards like the index) and the step keeps only the
+  last ``widths[bucket]`` history columns: histories are left-padded and the model counts positions
+  from the end and masks padding, so this drops only padding and the step compiles once per width.
+  """
+  def gathered(batch, consts, width=None):
     idx_B = batch["index"]
     valid_B = idx_B >= 0
     rows = jnp.maximum(idx_B, 0)
     data = consts[key]
-    full = dict(history=jnp.where(valid_B[:, None], data["history"][rows], 0),
+    hist = data["history"][rows]
+    if width is not None:
+      hist = hist[:, hist.shape[1] - width:]
+    return dict(history=jnp.where(valid_B[:, None], hist, 0),
                 target=jnp.where(valid_B, data["target"][rows], 0),
                 weight=valid_B.astype(jnp.float32))
-    return train_step(state, full, rng, consts)
+
+  def step(state, batch, rng, consts):
+    if widths is None:
+      return train_step(state, gathered(batch, consts), rng, consts)
+    branches = [lambda st, b, r, c, w=w: train_step(st, gathered(b, c, w), r, c) for w in widths]
+    return jax.lax.switch(batch["bucket"][0], branches, state, batch, rng, consts)
   return step
 
 

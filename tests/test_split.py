@@ -91,3 +91,31 @@ def test_mesh_model_axis():
   assert dict(mesh.shape) == {"data": 4, "model": 2}
   with pytest.raises(ValueError):
     sharding.make_mesh(model_parallel=3)
+
+
+def test_bucketed_batches_cover_each_row_once_within_its_width():
+  lengths = np.random.default_rng(0).integers(1, 21, 1000)
+  widths = batching.bucket_widths((4, 12), 20)
+  assert widths == (4, 12, 20)
+  index, bucket = batching.bucketed_batch_indices(lengths, widths, 32, seed=1, epoch=2)
+  real = index[index >= 0]
+  assert sorted(real) == list(range(1000))
+  for row, b in zip(index, bucket):
+    fill = lengths[row[row >= 0]]
+    assert fill.max() <= widths[b] and (b == 0 or fill.min() > widths[b - 1])
+  # one padded batch per bucket at most, and widths mixed over the epoch rather than in runs
+  assert (index < 0).any(axis=1).sum() <= len(widths)
+  assert len(set(bucket[:10])) > 1
+  again = batching.bucketed_batch_indices(lengths, widths, 32, seed=1, epoch=2)
+  np.testing.assert_array_equal(again[0], index)
+  assert not np.array_equal(batching.bucketed_batch_indices(lengths, widths, 32, 1, 3)[0], index)
+
+
+def test_bucket_widths_rejects_widths_outside_the_history():
+  assert batching.bucket_widths((), 20) == (20,)
+  assert batching.bucket_widths((20, 8, 8), 20) == (8, 20)
+  for bad in ((0,), (21,)):
+    with pytest.raises(ValueError, match="history_buckets"):
+      batching.bucket_widths(bad, 20)
+  with pytest.raises(ValueError, match="exceeds the widest bucket"):
+    batching.bucketed_batch_indices([3, 25], (4, 20), 8)
