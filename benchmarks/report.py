@@ -240,6 +240,23 @@ def gap_table(records):
                 rows)
 
 
+def buckets_table(records):
+  recs = [r for r in records if r.get("kind") == "history_buckets"]
+  if not recs:
+    return "No history-bucket records yet."
+  rows = []
+  for r in recs:
+    for name in ("uniform", "bucketed"):
+      v = r[name]
+      rows.append([r["file"], r["dataset"], name, str(v["widths"]), f"{v['steps_per_s']:.2f}",
+                   f"{v['sequences_per_s']:.0f}", v["epoch_steps"],
+                   f"{v['projected_epoch_s']:.0f} s",
+                   f"**{r['epoch_speedup']:.2f}x**" if name == "bucketed" else "-", r["commit"],
+                   "/".join(f"{x:.1f}" for x in r["load"][:1]) if "load" in r else "-"])
+  return _table(["record", "dataset", "batches", "history widths", "steps/s", "sequences/s",
+                 "steps per epoch", "projected epoch", "epoch speed-up", "commit", "load"], rows)
+
+
 def render(all_records):
   records = [r for r in all_records if "stage_seconds" in r]  # bench_pipeline.py records
   baseline_records = [r for r in all_records if r.get("kind") == "baselines"]
@@ -263,6 +280,7 @@ def render(all_records):
       fit_gap_table(all_records),
       "### PRORec against the Markov chain by kind of test pair (and memory_first, not in the paper)",
       gap_table(all_records),
+      "### Stage II training with history buckets (speed only)", buckets_table(all_records),
       END])
 
 

@@ -107,3 +107,17 @@ def test_main_table_takes_baselines_from_their_own_record(tmp_path):
   (tmp_path / "base2.json").write_text(json.dumps(base))
   with pytest.raises(ValueError, match="two baseline records"):
     rows()
+
+
+def test_buckets_table_shows_both_batchings_and_the_speedup(tmp_path):
+  def side(widths, sps, epoch_s):
+    return dict(widths=widths, steps_per_s=sps, sequences_per_s=sps * 256, epoch_steps=500,
+                projected_epoch_s=epoch_s)
+  rec = dict(kind="history_buckets", dataset="beauty", commit="abc", load=[1.0, 1.0, 1.0],
+             command="bench_history_buckets", uniform=side([20], 2.0, 250.0),
+             bucketed=side([4, 20], 3.0, 160.0), epoch_speedup=250.0 / 160.0)
+  (tmp_path / "hb.json").write_text(json.dumps(rec))
+  rows = [l for l in report.render(report.load_records(str(tmp_path))).splitlines()
+          if l.startswith("| hb.json |")]
+  assert [r.split(" | ")[2] for r in rows] == ["uniform", "bucketed"]
+  assert "**1.56x**" in rows[1] and "250 s" in rows[0] and "[4, 20]" in rows[1]
