@@ -141,8 +141,14 @@ def speed_table(records):
     agree = (f"{bve['exact_list_rate']:.3f} / {bve['topk_overlap']:.3f} ({bve['users']})"
              if bve else "-")
     load = "/".join(f"{r[k][0]:.1f}" for k in ("load_before", "load_after") if k in r)
-    rows.append([r["file"]] + [f"{sec[s]:.0f} s" if s in sec else "-" for s in stages] +
-                [f"**{r.get('total_seconds', 0) / 60:.1f} min**",
+    cells = [f"{sec[s]:.0f} s" if s in sec else "-" for s in stages]
+    total = f"**{r.get('total_seconds', 0) / 60:.1f} min**"
+    resumed = (r.get("train") or {}).get("resumed_after_epoch")
+    if resumed:  # this process ran only the epochs after a restart; the log has them all
+      cells[stages.index("train")] += (f" (resumed after epoch {resumed}; all epochs "
+                                       f"{r['train']['seconds_all_epochs']:.0f} s)")
+      total += " (resumed)"
+    rows.append([r["file"]] + cells + [total,
                  f"{r.get('peak_rss_gib', '-')} GiB", _epochs(r), agree, r.get("commit", "?"),
                  load])
   return _table(["record", *stages, "total", "peak RSS", "Stage II epochs (best)",

@@ -188,7 +188,9 @@ def train(config, workdir, mesh):
   ckpt.close()
   return jax.device_get(best.params), dict(best_epoch=loop["best_epoch"], epochs=loop["epoch"],
                                            best_valid_ndcg10=loop["best_score"],
-                                           eval_users=len(rows))
+                                           eval_users=len(rows),
+                                           resumed_after_epoch=loop["resumed_after"],
+                                           seconds_all_epochs=loop["seconds_all_epochs"])
 
 
 def fingerprint(config, workdir):

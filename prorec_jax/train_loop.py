@@ -167,7 +167,9 @@ def abstract_of(tree):
 
 def fit(state, ckpt, train_epoch, evaluate, score, max_epochs, patience, log_path, name="train",
         eval_every=1):
-  """Early-stopped training with resume; returns (best state, loop record).
+  """Early-stopped training with resume; returns (best state, loop record). The record adds
+  ``resumed_after`` (the epoch a resumed run restarted from, else 0) and ``seconds_all_epochs``
+  (from the log, so it counts the epochs of earlier processes too).
 
   ``train_epoch(state, epoch) -> (state, train_metrics)``, ``evaluate(state) -> metrics`` on
   validation, ``score(metrics) -> float`` (higher is better). Validation runs every ``eval_every``
@@ -178,8 +180,10 @@ def fit(state, ckpt, train_epoch, evaluate, score, max_epochs, patience, log_pat
   abstract = abstract_of(state)
   restored = ckpt.restore_latest(abstract)
   loop = dict(epoch=0, best_score=None, best_epoch=0, bad_epochs=0)
+  resumed_after = 0
   if restored is not None:
     state, loop = restored
+    resumed_after = loop["epoch"]
     logging.info("%s: resuming after epoch %d (best %s at epoch %d)", name, loop["epoch"],
                  loop["best_score"], loop["best_epoch"])
   _trim_log(log_path, loop["epoch"])
@@ -213,7 +217,13 @@ def fit(state, ckpt, train_epoch, evaluate, score, max_epochs, patience, log_pat
   best = ckpt.restore_best(abstract)
   if best is None:
     raise RuntimeError(f"{name}: no epoch finished (max_epochs={max_epochs})")
-  return best[0], loop
+  return best[0], dict(loop, resumed_after=resumed_after, seconds_all_epochs=_log_seconds(log_path))
+
+
+def _log_seconds(log_path):
+  """Seconds of every logged epoch (training and validation), across resumed processes."""
+  with open(log_path) as f:
+    return round(sum(json.loads(line)["seconds"] for line in f), 1)
 
 
 def _trim_log(log_path, last_epoch):

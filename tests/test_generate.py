@@ -202,6 +202,7 @@ def test_resume_is_exact(tmp_path):
   a, b = (artifacts.load_json(os.path.join(w, "train", "metrics.json"))
           for w in (straight, resumed))
   assert a["best_valid_ndcg10"] == b["best_valid_ndcg10"] and a["epochs"] == b["epochs"] == 2
+  assert a["resumed_after_epoch"] == 0 and b["resumed_after_epoch"] == 1
   la, lb = ([json.loads(x) for x in open(os.path.join(w, "train", "train_log.jsonl"))]
             for w in (straight, resumed))
   assert la[-1]["train"] == lb[-1]["train"] and la[-1]["valid"] == lb[-1]["valid"]

@@ -121,3 +121,14 @@ def test_buckets_table_shows_both_batchings_and_the_speedup(tmp_path):
           if l.startswith("| hb.json |")]
   assert [r.split(" | ")[2] for r in rows] == ["uniform", "bucketed"]
   assert "**1.56x**" in rows[1] and "250 s" in rows[0] and "[4, 20]" in rows[1]
+
+
+def test_speed_table_marks_a_resumed_train_stage(tmp_path):
+  rec = _record(0, 0.06)
+  rec["train"].update(resumed_after_epoch=12, seconds_all_epochs=4000.0)
+  (tmp_path / "r.json").write_text(json.dumps(rec))
+  (tmp_path / "s.json").write_text(json.dumps(_record(1, 0.06)))
+  rows = {l.split(" | ")[0]: l for l in report.render(report.load_records(str(tmp_path))).splitlines()
+          if l.startswith("| r.json |") or l.startswith("| s.json |")}
+  assert "60 s (resumed after epoch 12; all epochs 4000 s)" in rows["| r.json"]
+  assert "(resumed)" in rows["| r.json"] and "resumed" not in rows["| s.json"]
