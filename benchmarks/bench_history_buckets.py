@@ -4,11 +4,13 @@
       --buckets=4,8,12 --out=benchmarks/results/history_buckets_beauty.json
 
 Needs a workdir whose data, codes and align stages are done; the model and optimiser are the
-current defaults of ``--dataset`` and ``--variant`` (not the workdir's own config). Runs the train stage's own jitted
-step (``generate.train_chunk`` on ``generate.make_epoch_batches``) over the first ``--steps``
-batches of epoch 1, uniform batches and bucketed ones in turn (``--reps`` times each, alternating
-so load on the machine hits both alike), and projects a whole epoch from the best rep. Only the
-speed is measured here; what bucketing does to the trained model needs a full train run.
+current defaults of ``--dataset`` and ``--variant`` (not the workdir's own config). Runs the train
+stage's own jitted step (``generate.train_chunk`` on ``generate.make_epoch_batches``) over the
+first ``--steps`` batches of epoch 1, uniform batches and bucketed ones in turn (``--reps`` times
+each, alternating so load on the machine hits both alike), and projects a whole epoch from the
+best rep. The record keeps the mean history width of the timed batches and of the whole epoch:
+the projection is fair when they are close. Only the speed is measured here; what bucketing does
+to the trained model needs a full train run.
 """
 import argparse
 import os
@@ -49,7 +51,11 @@ def variant(config, split, model, consts, num_items, mesh, steps):
 
   def fresh():
     return jax.device_put(train_loop.init_state(params, tx), sharding.replicated(mesh))
-  return chunk, {k: v[:steps] for k, v in batches.items()}, len(batches["index"]), fresh
+  widths = np.asarray(generate.history_widths(config))
+  bucket = batches["bucket"][:, 0] if "bucket" in batches else np.zeros(len(batches["index"]), int)
+  mix = dict(mean_width_timed=float(widths[bucket[:steps]].mean()),
+             mean_width_epoch=float(widths[bucket].mean()))
+  return chunk, {k: v[:steps] for k, v in batches.items()}, len(batches["index"]), fresh, mix
 
 
 def main():
@@ -72,12 +78,13 @@ def main():
   runs = {}
   for name, b in (("uniform", ()), ("bucketed", buckets)):
     c = with_buckets(config, b)
-    chunk, batches, epoch_steps, fresh = variant(c, split, model, consts, ds.num_items, mesh,
-                                                 args.steps)
+    chunk, batches, epoch_steps, fresh, mix = variant(c, split, model, consts, ds.num_items,
+                                                      mesh, args.steps)
     t0 = time.time()  # compiles every chunk shape once (a full chunk and the remainder)
     train_loop.run_epoch(chunk, fresh(), batches, jax.random.key(0), cst, mesh, chunk_steps)
     runs[name] = dict(chunk=chunk, batches=batches, fresh=fresh, times=[],
-                      record=dict(epoch_steps=epoch_steps, compile_and_first_s=time.time() - t0,
+                      record=dict(mix, epoch_steps=epoch_steps,
+                                  compile_and_first_s=time.time() - t0,
                                   widths=list(generate.history_widths(c))))
   for _ in range(args.reps):
     for name, r in runs.items():

@@ -195,6 +195,11 @@ def train(config, workdir, mesh):
 
 def fingerprint(config, workdir):
   upstream = ("data", "codes", "align") if config.generate.ikd else ("data", "codes")
+  if "history_buckets" in config.generate.optim and not config.generate.optim.history_buckets:
+    # Uniform batches hash as they did before the option existed, so runs started then resume.
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+      del config.generate.optim["history_buckets"]
   sections = ["generate", "seed", "data.max_history", "eval.beam", "eval.topk"]  # early stopping
   return artifacts.fingerprint(config, sections, workdir, upstream)
 

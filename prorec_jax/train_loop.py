@@ -221,9 +221,18 @@ def fit(state, ckpt, train_epoch, evaluate, score, max_epochs, patience, log_pat
 
 
 def _log_seconds(log_path):
-  """Seconds of every logged epoch (training and validation), across resumed processes."""
+  """Seconds of every logged epoch (training and validation), across resumed processes; None
+  without a log (a resume that had nothing left to train)."""
+  if not os.path.exists(log_path):
+    return None
+  total = 0.0
   with open(log_path) as f:
-    return round(sum(json.loads(line)["seconds"] for line in f), 1)
+    for line in f:
+      try:
+        total += json.loads(line)["seconds"]
+      except (json.JSONDecodeError, KeyError):
+        continue
+  return round(total, 1)
 
 
 def _trim_log(log_path, last_epoch):

@@ -114,16 +114,31 @@ def test_history_buckets_drop_only_padding(workdir):
   params = jax.device_get(seq2seq.init_params(model, 0, consts["tokens"]))
   batch = dict(index=np.stack([rows, rows[::-1]]).astype(np.int32))
   out = {}
-  for name, widths, bucket in (("full", None, None), ("cut", (3, h), 0), ("widest", (3, h), 1)):
+  # "short" cuts to 2 items, dropping real ones: it must differ, which also shows that the
+  # bucket picks the branch ("widest" is the same widths with bucket 1).
+  for name, widths, bucket in (("full", None, None), ("cut", (3, h), 0), ("short", (2, h), 0),
+                               ("widest", (2, h), 1)):
     b = dict(batch) if bucket is None else dict(batch, bucket=np.full((2, 64), bucket, np.int32))
     chunk = train_loop.compile_chunk(train_loop.indexed_step(base, widths=widths), mesh)
     state = jax.device_put(train_loop.init_state(params, tx), repl)
     state, metrics = train_loop.run_epoch(chunk, state, b, jax.random.key(0), cst, mesh)
     out[name] = jax.device_get(state.params), metrics["loss"]
+  assert abs(out["short"][1] - out["full"][1]) > 1e-3
   for name in ("cut", "widest"):
     np.testing.assert_allclose(out[name][1], out["full"][1], rtol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                  out[name][0], out["full"][0])
+
+
+def test_uniform_batches_keep_the_fingerprint_of_configs_without_the_bucket_field(workdir):
+  config = _config()
+  old = config.copy_and_resolve_references()
+  with old.unlocked():
+    del old.generate.optim["history_buckets"]  # a config.json written before the field existed
+  assert generate.fingerprint(config, workdir) == generate.fingerprint(old, workdir)
+  with config.unlocked():
+    config.generate.optim.history_buckets = (4,)
+  assert generate.fingerprint(config, workdir) != generate.fingerprint(old, workdir)
 
 
 @pytest.mark.slow
