@@ -3,7 +3,7 @@
 # bench_pipeline.py record in benchmarks/results/; `benchmarks/report.py --write BENCHMARKS.md`
 # then rebuilds the tables. On the 2-core development CPU one full dataset run takes ~2 hours, a
 # Stage-II-only ablation (--reuse) ~1.5 hours: run a subset with e.g. `bash run_paper_tables.sh main`
-# (parts: main seeds dominance ablations extensions speed diagnostics).
+# (parts: main seeds dominance ablations extensions speed diagnostics buckets).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -55,12 +55,22 @@ extensions() {  # not in the paper: Stage II also sees history item ids (README,
     --out=$OUT/extension_beauty_itemids.json
 }
 
-speed() {  # unified vs two codes at equal beam (needs the main Beauty workdir)
+speed() {  # unified vs two codes at equal beam; history buckets (needs the main Beauty workdir)
   "$PY" benchmarks/bench_unified_vs_dual.py --workdir=$RUNS/beauty \
     --out=$OUT/unified_vs_dual_beauty.json
+  "$PY" benchmarks/bench_history_buckets.py --workdir=$RUNS/beauty --buckets=4,8,12 --steps=100 \
+    --out=$OUT/history_buckets_beauty.json
 }
 
-for part in "${@:-main seeds dominance ablations extensions speed diagnostics}"; do
+buckets() {  # not in the paper: Stage II with history buckets, and an ablation under them
+  local S=(--stages=train,eval "--set=generate.optim.history_buckets=[4,8,12]")
+  bench --dataset=beauty --reuse=$RUNS/beauty "${S[@]}" --workdir=$RUNS/beauty_buckets \
+    --out=$OUT/ablation_beauty_buckets.json
+  bench --dataset=beauty --ablation=no_ikd --reuse=$RUNS/beauty "${S[@]}" \
+    --workdir=$RUNS/beauty_no_ikd_buckets --out=$OUT/ablation_beauty_no_ikd_buckets.json
+}
+
+for part in "${@:-main seeds dominance ablations extensions speed diagnostics buckets}"; do
   for p in $part; do $p; done
 done
 "$PY" benchmarks/report.py --write BENCHMARKS.md
