@@ -13,6 +13,7 @@ the projection is fair when they are close. Only the speed is measured here; wha
 to the trained model needs a full train run.
 """
 import argparse
+import json
 import os
 import sys
 import time
@@ -94,7 +95,11 @@ def main():
                                       mesh, chunk_steps)
       jax.block_until_ready(state.params)
       r["times"].append(time.time() - t0)
+  lengths = np.sum(split.train.history > 0, axis=1)
   out = dict(kind="history_buckets", dataset=config.data.name, workdir=args.workdir,
+             history_length=dict(mean=float(lengths.mean()), median=float(np.median(lengths)),
+                                 share_full=float(np.mean(lengths == lengths.max())),
+                                 slots=int(split.train.history.shape[1])),
              steps=args.steps, batch_size=config.generate.optim.batch_size, reps=args.reps,
              commit=evaluate.commit(short=True), machine=bench_pipeline.machine(),
              load=os.getloadavg(),
@@ -110,7 +115,8 @@ def main():
           f"~{out[name]['projected_epoch_s']:.0f}s (times {np.round(r['times'], 1).tolist()})",
           flush=True)
   out["epoch_speedup"] = out["uniform"]["projected_epoch_s"] / out["bucketed"]["projected_epoch_s"]
-  print(f"epoch speed-up {out['epoch_speedup']:.2f}x")
+  print(f"epoch speed-up {out['epoch_speedup']:.2f}x; training history lengths "
+        f"{json.dumps(out['history_length'])}")
   if args.out:
     artifacts.save_json(args.out, out)
 

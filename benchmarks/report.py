@@ -259,8 +259,14 @@ def buckets_table(records):
                    f"{v['projected_epoch_s']:.0f} s",
                    f"**{r['epoch_speedup']:.2f}x**" if name == "bucketed" else "-", r["commit"],
                    "/".join(f"{x:.1f}" for x in r["load"][:1]) if "load" in r else "-"])
-  return _table(["record", "dataset", "batches", "history widths", "steps/s", "sequences/s",
-                 "steps per epoch", "projected epoch", "epoch speed-up", "commit", "load"], rows)
+  table = _table(["record", "dataset", "batches", "history widths", "steps/s", "sequences/s",
+                  "steps per epoch", "projected epoch", "epoch speed-up", "commit", "load"], rows)
+  notes = [f"{r['file']}: training histories hold {h['mean']:.1f} of {h['slots']} items on average "
+           f"(median {h['median']:.0f}); {h['share_full']:.1%} fill every slot."
+           for r in recs for h in [r.get("history_length")] if h]
+  return "
+
+".join([table] + notes)
 
 
 def render(all_records):

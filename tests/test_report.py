@@ -121,6 +121,10 @@ def test_buckets_table_shows_both_batchings_and_the_speedup(tmp_path):
           if l.startswith("| hb.json |")]
   assert [r.split(" | ")[2] for r in rows] == ["uniform", "bucketed"]
   assert "**1.56x**" in rows[1] and "250 s" in rows[0] and "[4, 20]" in rows[1]
+  rec["history_length"] = dict(mean=6.7, median=4.0, share_full=0.115, slots=20)
+  (tmp_path / "hb.json").write_text(json.dumps(rec))
+  text = report.render(report.load_records(str(tmp_path)))
+  assert "hb.json: training histories hold 6.7 of 20 items on average (median 4); 11.5% fill" in text
 
 
 def test_speed_table_marks_a_resumed_train_stage(tmp_path):
