@@ -264,9 +264,7 @@ def buckets_table(records):
   notes = [f"{r['file']}: training histories hold {h['mean']:.1f} of {h['slots']} items on average "
            f"(median {h['median']:.0f}); {h['share_full']:.1%} fill every slot."
            for r in recs for h in [r.get("history_length")] if h]
-  return "
-
-".join([table] + notes)
+  return "\n\n".join([table] + notes)
 
 
 def render(all_records):
