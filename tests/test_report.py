@@ -109,6 +109,22 @@ def test_main_table_takes_baselines_from_their_own_record(tmp_path):
     rows()
 
 
+def test_runs_are_compared_with_the_run_that_differs_in_one_thing(tmp_path):
+  runs = [_record(0, 0.10), _record(0, 0.08), _record(0, 0.06, "no_ikd"), _record(1, 0.05, "k128")]
+  runs[1]["overrides"] = runs[2]["overrides"] = ["generate.optim.history_buckets=[4,8,12]"]
+  for i, r in enumerate(runs):
+    (tmp_path / f"r{i}.json").write_text(json.dumps(r))
+  table = report.ablation_table(report.load_records(str(tmp_path)))
+  no_ikd = next(l for l in table.splitlines() if l.startswith("| no_ikd"))
+  assert no_ikd.endswith("| -25.0% / +0.0% |")  # against 0.08 (bucketed), not 0.10 (default)
+  bucketed = next(l for l in table.splitlines() if "| 0.0800 |" in l and l.startswith("| prorec"))
+  assert bucketed.endswith("| -20.0% / +0.0% |")  # an override against the default run
+  default = next(l for l in table.splitlines() if "| 0.1000 |" in l)
+  assert default.endswith("| - |")
+  k128 = next(l for l in table.splitlines() if l.startswith("| k128"))
+  assert k128.endswith("| - |")  # no PRORec run of seed 1: no comparison
+
+
 def test_buckets_table_shows_both_batchings_and_the_speedup(tmp_path):
   def side(widths, sps, epoch_s):
     return dict(widths=widths, steps_per_s=sps, sequences_per_s=sps * 256, epoch_steps=500,
