@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Every run behind the generated tables of BENCHMARKS.md, in the order we run them. Each line is one
 # bench_pipeline.py record in benchmarks/results/; `benchmarks/report.py --write BENCHMARKS.md`
-# then rebuilds the tables. On the 2-core development CPU one full dataset run takes ~2 hours, a
-# Stage-II-only ablation (--reuse) ~1.5 hours: run a subset with e.g. `bash run_paper_tables.sh main`
+# then rebuilds the tables. On the 2-core development CPU a full Beauty run takes ~1.5 hours (Yelp
+# ~3), a Stage-II-only ablation (--reuse) ~1.2 hours, ~50 minutes with history buckets: run a
+# subset with e.g. `bash run_paper_tables.sh main`
 # (parts: main seeds dominance ablations extensions speed diagnostics buckets).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 RUNS=${RUNS:-/tmp/prorec_runs}
 OUT=benchmarks/results
+ABLATIONS="no_ikd no_cka semantic_only collab_only concat random_codes rqvae k128 k512"
 bench() { "$PY" benchmarks/bench_pipeline.py "$@"; }
 
 main() {  # Table 3 + Yelp: one seed each, full pipeline from scratch (also the per-stage timing)
@@ -25,7 +27,7 @@ seeds() {  # the Beauty row as mean +- std over 3 seeds (seed changes every stag
 }
 
 ablations() {  # Tables 5/6, Figure 9 on Beauty (configs/ablations.py); upstream stages reused
-  for name in no_ikd no_cka semantic_only collab_only concat random_codes rqvae k128 k512; do
+  for name in $ABLATIONS; do
     bench --dataset=beauty --ablation=$name --reuse=$RUNS/beauty --workdir=$RUNS/beauty_$name \
       --out=$OUT/ablation_beauty_$name.json
   done
@@ -62,12 +64,14 @@ speed() {  # unified vs two codes at equal beam; history buckets (needs the main
     --out=$OUT/history_buckets_beauty.json
 }
 
-buckets() {  # not in the paper: Stage II with history buckets, and an ablation under them
-  local S=(--stages=train,eval "--set=generate.optim.history_buckets=[4,8,12]")
-  bench --dataset=beauty --reuse=$RUNS/beauty "${S[@]}" --workdir=$RUNS/beauty_buckets \
+buckets() {  # not in the paper: Stage II with history buckets, then the ablations under them
+  local B=(--dataset=beauty --reuse=$RUNS/beauty "--set=generate.optim.history_buckets=[4,8,12]")
+  bench "${B[@]}" --stages=train,eval --workdir=$RUNS/beauty_buckets \
     --out=$OUT/ablation_beauty_buckets.json
-  bench --dataset=beauty --ablation=no_ikd --reuse=$RUNS/beauty "${S[@]}" \
-    --workdir=$RUNS/beauty_no_ikd_buckets --out=$OUT/ablation_beauty_no_ikd_buckets.json
+  for name in $ABLATIONS; do  # stages whose config is unchanged skip (reused from $RUNS/beauty)
+    bench "${B[@]}" --ablation=$name --stages=align,codes,train,eval \
+      --workdir=$RUNS/beauty_${name}_buckets --out=$OUT/ablation_beauty_${name}_buckets.json
+  done
 }
 
 for part in "${@:-main seeds dominance ablations extensions speed diagnostics buckets}"; do
