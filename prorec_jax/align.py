@@ -101,7 +101,8 @@ def train(config, workdir, ds, semantic, mesh):
       state, ckpt, train_epoch, evaluate, lambda m: m["recall@10"] + m["ndcg@10"],
       a.optim.max_epochs, a.optim.patience, os.path.join(out, "train_log.jsonl"), name="align")
   ckpt.close()
-  result = dict(best_epoch=loop["best_epoch"], epochs=loop["epoch"], eval_users=len(final_rows))
+  result = dict(best_epoch=loop["best_epoch"], epochs=loop["epoch"], eval_users=len(final_rows),
+                resumed_after_epoch=loop["resumed_after"])
   for name, ex in (("valid", split.valid), ("test", split.test)):  # test: once, best epoch only
     result[name] = ranker(best.params, ex.history[final_rows], ex.target[final_rows])[1]
     logging.info("align: DIN %s %s", name, result[name])
@@ -139,16 +140,23 @@ def export(config, model, params, semantic):
   return out
 
 
-def fingerprint(config, workdir):
+def fingerprint(config, workdir, ignore=()):
   upstream = ("data",) if config.align.fusion == "collab_only" else ("data", "embed")
-  return artifacts.fingerprint(config, ["align", "seed", "data.max_history"], workdir, upstream)
+  return artifacts.fingerprint(config, ["align", "seed", "data.max_history"], workdir, upstream,
+                               ignore)
+
+
+def extension(config, workdir):
+  """(fingerprint without the training limits, the limits); see ``artifacts.start``."""
+  lim = train_loop.limits(config.align.optim, "align.optim")
+  return fingerprint(config, workdir, ignore=tuple(lim)), lim
 
 
 def run(config, workdir):
   align_model.uses_alignment(config.align.fusion)  # validates the name
   out = artifacts.stage_dir(workdir, "align")
   fp = fingerprint(config, workdir)
-  if not artifacts.begin(workdir, "align", fp, OUTPUTS):
+  if not artifacts.begin(workdir, "align", fp, OUTPUTS, extend=extension(config, workdir)):
     return
   t0 = time.time()
   ds = dataset_lib.load(workdir)

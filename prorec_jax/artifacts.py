@@ -86,9 +86,19 @@ def _to_plain(obj):
   return obj
 
 
-def fingerprint(config, sections, workdir=None, upstream=()):
-  """Hash of the named config sections (dotted paths) and of the upstream stages' fingerprints."""
+def fingerprint(config, sections, workdir=None, upstream=(), ignore=()):
+  """Hash of the named config sections (dotted paths) and of the upstream stages' fingerprints,
+  leaving out the fields in ``ignore`` (dotted paths inside those sections)."""
   payload = {"config": {s: _to_plain(_get(config, s)) for s in sections}}
+  for dotted in ignore:
+    section = next((s for s in sections if dotted.startswith(s + ".")), None)
+    if section is None:
+      raise ValueError(f"fingerprint: {dotted!r} is in none of the sections {sections}")
+    *parents, last = dotted[len(section) + 1:].split(".")
+    node = payload["config"][section]
+    for part in parents:
+      node = node[part]
+    node.pop(last)
   if upstream:
     payload["upstream"] = {u: stage_fingerprint(workdir, u) for u in upstream}
   blob = json.dumps(payload, sort_keys=True, default=str).encode()
@@ -129,27 +139,54 @@ def mark_done(workdir, stage, fp, **info):
   save_json(os.path.join(stage_dir(workdir, stage), DONE), dict(fingerprint=fp, **info))
 
 
-def start(workdir, stage, fp):
-  """Called when a stage (re)starts. Partial work (checkpoints) is kept only when it was made with
-  the same fingerprint; otherwise the stage directory is emptied so nothing stale is resumed."""
+def _read_marker(path):
+  if not os.path.exists(path):
+    return {}
+  text = open(path).read().strip()
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError:  # markers written before extensions: the bare fingerprint
+    return {"fingerprint": text}
+
+
+def start(workdir, stage, fp, extend=None):
+  """Called when a stage (re)starts. Partial work (checkpoints) is kept when it was made with
+  the same fingerprint; otherwise the stage directory is emptied so nothing stale is resumed.
+
+  ``extend`` = (key, limits) for stages that train: ``limits`` maps the config fields that only
+  bound training (e.g. ``{"generate.optim.max_epochs": 64}``) to their values and ``key`` is the
+  fingerprint without them. When only limits changed and none went down, the work is kept and the
+  stage continues from its checkpoints, as if it had been started with the new limits.
+  """
   sdir = stage_dir(workdir, stage)
   marker = os.path.join(sdir, ".fingerprint")
   if os.path.isdir(sdir):
-    old = open(marker).read().strip() if os.path.exists(marker) else None
-    if old != fp:
-      shutil.rmtree(sdir)
+    old = _read_marker(marker)
+    if old.get("fingerprint") != fp:
+      key, limits = extend or (None, {})
+      old_limits = old.get("limits", {})
+      if (key is not None and old.get("extend_key") == key
+          and all(v >= old_limits.get(k, v) for k, v in limits.items())):
+        logging.info("%s: only training limits changed (%s); continuing from the checkpoints "
+                     "in %s", stage, limits, sdir)
+        clear_done(workdir, stage)
+      else:
+        shutil.rmtree(sdir)
   os.makedirs(sdir, exist_ok=True)
+  payload = dict(fingerprint=fp)
+  if extend:
+    payload.update(extend_key=extend[0], limits=extend[1])
   with open(marker, "w") as f:
-    f.write(fp)
+    json.dump(payload, f)
 
 
-def begin(workdir, stage, fp, outputs):
+def begin(workdir, stage, fp, outputs, extend=None):
   """The preamble of every stage: False (and a log line) when ``outputs`` exist and were made with
   fingerprint ``fp``, so the stage is skipped; otherwise ``start`` it and return True."""
   if is_done(workdir, stage, fp, outputs):
     logging.info("%s: outputs in %s match the config; skipping", stage, stage_dir(workdir, stage))
     return False
-  start(workdir, stage, fp)
+  start(workdir, stage, fp, extend)
   return True
 
 

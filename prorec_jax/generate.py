@@ -193,7 +193,7 @@ def train(config, workdir, mesh):
                                            seconds_all_epochs=loop["seconds_all_epochs"])
 
 
-def fingerprint(config, workdir):
+def fingerprint(config, workdir, ignore=()):
   upstream = ("data", "codes", "align") if config.generate.ikd else ("data", "codes")
   if "history_buckets" in config.generate.optim and not config.generate.optim.history_buckets:
     # Uniform batches hash as they did before the option existed, so runs started then resume.
@@ -201,7 +201,14 @@ def fingerprint(config, workdir):
     with config.unlocked():
       del config.generate.optim["history_buckets"]
   sections = ["generate", "seed", "data.max_history", "eval.beam", "eval.topk"]  # early stopping
-  return artifacts.fingerprint(config, sections, workdir, upstream)
+  return artifacts.fingerprint(config, sections, workdir, upstream, ignore)
+
+
+def extension(config, workdir):
+  """(fingerprint without the training limits, the limits): a finished run continues when only
+  max_epochs or patience went up (``artifacts.start``)."""
+  lim = train_loop.limits(config.generate.optim, "generate.optim")
+  return fingerprint(config, workdir, ignore=tuple(lim)), lim
 
 
 def save_params(path, params):
@@ -239,7 +246,7 @@ def load_trained(config, workdir):
 def run(config, workdir):
   out = artifacts.stage_dir(workdir, STAGE)
   fp = fingerprint(config, workdir)
-  if not artifacts.begin(workdir, STAGE, fp, OUTPUTS):
+  if not artifacts.begin(workdir, STAGE, fp, OUTPUTS, extend=extension(config, workdir)):
     return
   t0 = time.time()
   params, result = train(config, workdir, sharding.make_mesh())

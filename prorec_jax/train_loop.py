@@ -51,6 +51,16 @@ def make_schedule(optim, steps_per_epoch=None):
   raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {optim.schedule!r}")
 
 
+def limits(optim, prefix):
+  """The fields of ``optim`` (config path ``prefix``) that only bound training, with their values:
+  raising them continues a finished run rather than retraining it (``artifacts.start``).
+  ``max_epochs`` also shapes the cosine schedule, so it is a limit only under "constant"."""
+  out = {f"{prefix}.patience": int(optim.patience)}
+  if optim.schedule == "constant":
+    out[f"{prefix}.max_epochs"] = int(optim.max_epochs)
+  return out
+
+
 def make_optimizer(optim, steps_per_epoch=None):
   """Adam, or AdamW when ``optim.weight_decay`` > 0, on ``make_schedule``."""
   schedule = make_schedule(optim, steps_per_epoch)

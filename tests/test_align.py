@@ -205,6 +205,24 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, monkeypatch):
                                 np.load(b / "align" / "integrated.npy"))
 
 
+def test_raising_max_epochs_extends_a_finished_run(tmp_path):
+  config, short = _config(), _config()
+  with short.unlocked():
+    short.align.optim.max_epochs = 1
+  a, b = tmp_path / "a", tmp_path / "b"
+  _workdir(a, config)
+  _workdir(b, config)
+  align.run(config, str(a))
+  align.run(short, str(b))
+  align.run(config, str(b))  # continues the finished 1-epoch run instead of retraining it
+  log = [json.loads(l) for l in open(b / "align" / "train_log.jsonl")]
+  assert [r["epoch"] for r in log] == [1, 2]
+  assert artifacts.load_json(b / "align" / "metrics.json")["resumed_after_epoch"] == 1
+  assert artifacts.load_json(a / "align" / "metrics.json")["resumed_after_epoch"] == 0
+  np.testing.assert_array_equal(np.load(a / "align" / "integrated.npy"),
+                                np.load(b / "align" / "integrated.npy"))
+
+
 def test_bad_semantic_inputs(tmp_path):
   config = _config()
   ds, sem = _workdir(tmp_path, config)

@@ -142,6 +142,26 @@ def test_uniform_batches_keep_the_fingerprint_of_configs_without_the_bucket_fiel
 
 
 @pytest.mark.slow
+def test_only_max_epochs_and_patience_are_limits_and_only_under_a_constant_schedule(workdir):
+  base = _config()
+  key, lim = generate.extension(base, workdir)
+  assert set(lim) == {"generate.optim.max_epochs", "generate.optim.patience"}
+  longer = _config()
+  with longer.unlocked():
+    longer.generate.optim.update(max_epochs=9, patience=7)
+  assert generate.extension(longer, workdir)[0] == key
+  assert generate.fingerprint(longer, workdir) != generate.fingerprint(base, workdir)
+  other = _config()
+  with other.unlocked():
+    other.generate.optim.lr *= 2
+  assert generate.extension(other, workdir)[0] != key
+  for c in (base, longer):  # under cosine, max_epochs sets the decay: it changes the run
+    with c.unlocked():
+      c.generate.optim.update(schedule="cosine", patience=1)
+  assert generate.extension(longer, workdir)[0] != generate.extension(base, workdir)[0]
+  assert set(generate.extension(base, workdir)[1]) == {"generate.optim.patience"}
+
+
 def test_train_and_eval_stages(workdir):
   config = _config()
   generate.run(config, workdir)
@@ -195,8 +215,7 @@ def test_missing_codes_is_a_clear_error(tmp_path):
     generate.run(config, str(tmp_path))
 
 
-@pytest.mark.slow
-def test_resume_is_exact(tmp_path):
+def test_resume_is_exact(tmp_path):  # also: raising max_epochs extends a finished run
   # Bucketed batches (history_buckets), so their (seed, epoch) order is checked too; uniform
   # batches use the same loop (test_train_loop, test_launch).
   config = _config(ikd=False)
@@ -208,12 +227,8 @@ def test_resume_is_exact(tmp_path):
   cut = _config(ikd=False)
   with cut.unlocked():
     cut.generate.optim.update(max_epochs=1, history_buckets=(2, 5))
-  generate.run(cut, resumed)  # "killed" after epoch 1: its checkpoints stay
-  os.remove(os.path.join(resumed, "train", "done.json"))
-  os.remove(os.path.join(resumed, "train", ".fingerprint"))
-  with open(os.path.join(resumed, "train", ".fingerprint"), "w") as f:
-    f.write(generate.fingerprint(config, resumed))  # same run, continued: keep its checkpoints
-  generate.run(config, resumed)
+  generate.run(cut, resumed)  # a finished 1-epoch run (the same state as one killed there) ...
+  generate.run(config, resumed)  # ... raising max_epochs continues it from its checkpoints
   a, b = (artifacts.load_json(os.path.join(w, "train", "metrics.json"))
           for w in (straight, resumed))
   assert a["best_valid_ndcg10"] == b["best_valid_ndcg10"] and a["epochs"] == b["epochs"] == 2

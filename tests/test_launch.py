@@ -112,6 +112,44 @@ def test_start_wipes_partial_work_of_another_config(tmp_path):
   assert not (tmp_path / "align" / "checkpoints").exists()
 
 
+def test_raising_only_training_limits_keeps_the_work_and_lowering_them_wipes_it(tmp_path):
+  wd, ckpt = str(tmp_path), tmp_path / "train" / "checkpoints"
+  artifacts.start(wd, "train", "fp32", extend=("k", {"max_epochs": 32, "patience": 3}))
+  ckpt.mkdir()
+  artifacts.mark_done(wd, "train", "fp32")
+  artifacts.start(wd, "train", "fp64", extend=("k", {"max_epochs": 64, "patience": 3}))
+  assert ckpt.exists()  # only a limit went up: the run continues from its checkpoints
+  assert not (tmp_path / "train" / "done.json").exists()  # and is not skipped as finished
+  artifacts.start(wd, "train", "fp48", extend=("k", {"max_epochs": 48, "patience": 3}))
+  assert not ckpt.exists()  # a limit went down: epochs past it are not the new config's run
+  ckpt.mkdir()
+  artifacts.start(wd, "train", "lr", extend=("other", {"max_epochs": 64, "patience": 3}))
+  assert not ckpt.exists()  # anything else changed: nothing stale is resumed
+
+
+def test_a_marker_without_extension_info_is_never_extended(tmp_path):
+  (tmp_path / "train" / "checkpoints").mkdir(parents=True)
+  (tmp_path / "train" / ".fingerprint").write_text("fp32")  # written before extensions existed
+  artifacts.start(str(tmp_path), "train", "fp64", extend=("k", {"max_epochs": 64}))
+  assert not (tmp_path / "train" / "checkpoints").exists()  # its limits are unknown: retrain
+  (tmp_path / "train" / "checkpoints").mkdir()
+  (tmp_path / "train" / ".fingerprint").write_text("fp32")
+  artifacts.start(str(tmp_path), "train", "fp32", extend=("k", {"max_epochs": 32}))
+  assert (tmp_path / "train" / "checkpoints").exists()  # the same fingerprint still resumes
+
+
+def test_fingerprint_ignore_drops_only_the_named_field(tmp_path):
+  a, b = _cfg(), _cfg()
+  with b.unlocked():
+    b.generate.optim.max_epochs += 1
+  assert artifacts.fingerprint(a, ["generate"]) != artifacts.fingerprint(b, ["generate"])
+  ign = ["generate.optim.max_epochs"]
+  assert artifacts.fingerprint(a, ["generate"], ignore=ign) == artifacts.fingerprint(
+      b, ["generate"], ignore=ign)
+  with pytest.raises(ValueError, match="in none of the sections"):
+    artifacts.fingerprint(a, ["eval"], ignore=ign)
+
+
 def test_force_redoes_from_scratch(tmp_path):
   wd = str(tmp_path)
   pipeline.run("data", _cfg(), wd)
