@@ -148,8 +148,9 @@ def get_config(arg=None):
   v.check_users = 64  # test users also ranked exhaustively (every code) to check the beam search
 
   if args["dataset"] != "synthetic":
-    # Real sets: ~146 s per Stage II epoch on Beauty on the 2-core CPU, so 32 epochs keep the whole
-    # Beauty pipeline near 2 hours there (BENCHMARKS.md); raise max_epochs on accelerators.
+    # Real sets: ~126 s per Stage II epoch on Beauty on the 2-core CPU (85 s with history buckets),
+    # so 32 epochs keep the whole Beauty pipeline under 1.5 hours there (BENCHMARKS.md); raise
+    # max_epochs on accelerators (a finished run can be extended: README, Running).
     g.optim.update(max_epochs=32, eval_every=2, patience=3)
 
   if args["dataset"] == "synthetic":  # the demo set: small, and learnable in a few epochs
