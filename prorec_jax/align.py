@@ -102,7 +102,8 @@ def train(config, workdir, ds, semantic, mesh):
       a.optim.max_epochs, a.optim.patience, os.path.join(out, "train_log.jsonl"), name="align")
   ckpt.close()
   result = dict(best_epoch=loop["best_epoch"], epochs=loop["epoch"], eval_users=len(final_rows),
-                resumed_after_epoch=loop["resumed_after"])
+                resumed_after_epoch=loop["resumed_after"],
+                seconds_all_epochs=loop["seconds_all_epochs"])
   for name, ex in (("valid", split.valid), ("test", split.test)):  # test: once, best epoch only
     result[name] = ranker(best.params, ex.history[final_rows], ex.target[final_rows])[1]
     logging.info("align: DIN %s %s", name, result[name])

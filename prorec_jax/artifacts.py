@@ -142,21 +142,25 @@ def mark_done(workdir, stage, fp, **info):
 def _read_marker(path):
   if not os.path.exists(path):
     return {}
-  text = open(path).read().strip()
+  with open(path) as f:
+    text = f.read().strip()
   try:
-    return json.loads(text)
-  except json.JSONDecodeError:  # markers written before extensions: the bare fingerprint
-    return {"fingerprint": text}
+    marker = json.loads(text)
+  except json.JSONDecodeError:
+    marker = None
+  # Markers written before extensions hold the bare fingerprint (which may parse as a number).
+  return marker if isinstance(marker, dict) else {"fingerprint": text}
 
 
-def start(workdir, stage, fp, extend=None):
+def start(workdir, stage, fp, extend=None, outputs=()):
   """Called when a stage (re)starts. Partial work (checkpoints) is kept when it was made with
   the same fingerprint; otherwise the stage directory is emptied so nothing stale is resumed.
 
   ``extend`` = (key, limits) for stages that train: ``limits`` maps the config fields that only
   bound training (e.g. ``{"generate.optim.max_epochs": 64}``) to their values and ``key`` is the
   fingerprint without them. When only limits changed and none went down, the work is kept and the
-  stage continues from its checkpoints, as if it had been started with the new limits.
+  stage continues from its checkpoints, as if it had been started with the new limits; its old
+  ``outputs`` are removed, so nothing reads the shorter run's results as the new config's.
   """
   sdir = stage_dir(workdir, stage)
   marker = os.path.join(sdir, ".fingerprint")
@@ -170,14 +174,16 @@ def start(workdir, stage, fp, extend=None):
         logging.info("%s: only training limits changed (%s); continuing from the checkpoints "
                      "in %s", stage, limits, sdir)
         clear_done(workdir, stage)
+        for name in outputs:
+          if os.path.exists(os.path.join(sdir, name)):
+            os.remove(os.path.join(sdir, name))
       else:
         shutil.rmtree(sdir)
   os.makedirs(sdir, exist_ok=True)
   payload = dict(fingerprint=fp)
   if extend:
     payload.update(extend_key=extend[0], limits=extend[1])
-  with open(marker, "w") as f:
-    json.dump(payload, f)
+  save_json(marker, payload)
 
 
 def begin(workdir, stage, fp, outputs, extend=None):
@@ -186,7 +192,7 @@ def begin(workdir, stage, fp, outputs, extend=None):
   if is_done(workdir, stage, fp, outputs):
     logging.info("%s: outputs in %s match the config; skipping", stage, stage_dir(workdir, stage))
     return False
-  start(workdir, stage, fp, extend)
+  start(workdir, stage, fp, extend, outputs)
   return True
 
 

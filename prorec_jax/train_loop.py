@@ -54,9 +54,11 @@ def make_schedule(optim, steps_per_epoch=None):
 def limits(optim, prefix):
   """The fields of ``optim`` (config path ``prefix``) that only bound training, with their values:
   raising them continues a finished run rather than retraining it (``artifacts.start``).
-  ``max_epochs`` also shapes the cosine schedule, so it is a limit only under "constant"."""
+  ``max_epochs`` is a limit only under the "constant" schedule (it shapes the cosine one) and when
+  it is a multiple of ``eval_every``: otherwise ``fit`` validates at the last epoch out of turn,
+  which a longer run would not do, and that validation may pick the best epoch."""
   out = {f"{prefix}.patience": int(optim.patience)}
-  if optim.schedule == "constant":
+  if optim.schedule == "constant" and optim.max_epochs % optim.get("eval_every", 1) == 0:
     out[f"{prefix}.max_epochs"] = int(optim.max_epochs)
   return out
 

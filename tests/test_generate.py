@@ -141,7 +141,6 @@ def test_uniform_batches_keep_the_fingerprint_of_configs_without_the_bucket_fiel
   assert generate.fingerprint(config, workdir) != generate.fingerprint(old, workdir)
 
 
-@pytest.mark.slow
 def test_only_max_epochs_and_patience_are_limits_and_only_under_a_constant_schedule(workdir):
   base = _config()
   key, lim = generate.extension(base, workdir)
@@ -160,8 +159,13 @@ def test_only_max_epochs_and_patience_are_limits_and_only_under_a_constant_sched
       c.generate.optim.update(schedule="cosine", patience=1)
   assert generate.extension(longer, workdir)[0] != generate.extension(base, workdir)[0]
   assert set(generate.extension(base, workdir)[1]) == {"generate.optim.patience"}
+  odd = _config()
+  with odd.unlocked():  # epoch 3 validated out of turn: a longer run would not have done that
+    odd.generate.optim.update(max_epochs=3, eval_every=2)
+  assert set(generate.extension(odd, workdir)[1]) == {"generate.optim.patience"}
 
 
+@pytest.mark.slow
 def test_train_and_eval_stages(workdir):
   config = _config()
   generate.run(config, workdir)

@@ -117,9 +117,12 @@ def test_raising_only_training_limits_keeps_the_work_and_lowering_them_wipes_it(
   artifacts.start(wd, "train", "fp32", extend=("k", {"max_epochs": 32, "patience": 3}))
   ckpt.mkdir()
   artifacts.mark_done(wd, "train", "fp32")
-  artifacts.start(wd, "train", "fp64", extend=("k", {"max_epochs": 64, "patience": 3}))
+  (tmp_path / "train" / "params.msgpack").write_text("the 32-epoch result")
+  artifacts.start(wd, "train", "fp64", extend=("k", {"max_epochs": 64, "patience": 3}),
+                  outputs=("params.msgpack",))
   assert ckpt.exists()  # only a limit went up: the run continues from its checkpoints
   assert not (tmp_path / "train" / "done.json").exists()  # and is not skipped as finished
+  assert not (tmp_path / "train" / "params.msgpack").exists()  # nor read as the 64-epoch result
   artifacts.start(wd, "train", "fp48", extend=("k", {"max_epochs": 48, "patience": 3}))
   assert not ckpt.exists()  # a limit went down: epochs past it are not the new config's run
   ckpt.mkdir()
@@ -132,10 +135,11 @@ def test_a_marker_without_extension_info_is_never_extended(tmp_path):
   (tmp_path / "train" / ".fingerprint").write_text("fp32")  # written before extensions existed
   artifacts.start(str(tmp_path), "train", "fp64", extend=("k", {"max_epochs": 64}))
   assert not (tmp_path / "train" / "checkpoints").exists()  # its limits are unknown: retrain
-  (tmp_path / "train" / "checkpoints").mkdir()
-  (tmp_path / "train" / ".fingerprint").write_text("fp32")
-  artifacts.start(str(tmp_path), "train", "fp32", extend=("k", {"max_epochs": 32}))
-  assert (tmp_path / "train" / "checkpoints").exists()  # the same fingerprint still resumes
+  for bare in ("fp32", "2562162983007211", "12e45"):  # the last two parse as JSON numbers
+    (tmp_path / "train" / "checkpoints").mkdir(exist_ok=True)
+    (tmp_path / "train" / ".fingerprint").write_text(bare)
+    artifacts.start(str(tmp_path), "train", bare, extend=("k", {"max_epochs": 32}))
+    assert (tmp_path / "train" / "checkpoints").exists()  # the same fingerprint still resumes
 
 
 def test_fingerprint_ignore_drops_only_the_named_field(tmp_path):
