@@ -180,10 +180,16 @@ def start(workdir, stage, fp, extend=None, outputs=()):
       else:
         shutil.rmtree(sdir)
   os.makedirs(sdir, exist_ok=True)
+  write_marker(workdir, stage, fp, extend)
+
+
+def write_marker(workdir, stage, fp, extend=None):
+  """The marker ``start`` reads: the fingerprint of the work in the stage directory and, for
+  stages that train, its extension key and limits."""
   payload = dict(fingerprint=fp)
   if extend:
     payload.update(extend_key=extend[0], limits=extend[1])
-  save_json(marker, payload)
+  save_json(os.path.join(stage_dir(workdir, stage), ".fingerprint"), payload)
 
 
 def begin(workdir, stage, fp, outputs, extend=None):

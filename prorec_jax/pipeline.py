@@ -70,6 +70,26 @@ def load_config(workdir):
   return config
 
 
+def adopt_for_extension(workdir, stage, config=None):
+  """Lets a finished training stage ("align" or "train") written before extensions existed be
+  extended: its marker gets the extension key and limits of ``config`` (default: the workdir's
+  config.json), after a check that config.json gives the fingerprint the stage finished with (else
+  the last launch changed the stage's config, and the limits it ran with are unknown). Pass as
+  ``config`` the config.json brought up to the current code's fields, so that the key is the one a
+  relaunch computes."""
+  if stage not in ("align", "train"):
+    raise ValueError(f"only the training stages align and train can be extended, not {stage!r}")
+  module = importlib.import_module(STAGES[stage][0])
+  saved = load_config(workdir)
+  done, fp = artifacts.stage_fingerprint(workdir, stage), module.fingerprint(saved, workdir)
+  if fp != done:
+    raise ValueError(f"{workdir}/config.json gives {stage} fingerprint {fp}, but the stage "
+                     f"finished with {done}: the last launch changed its config")
+  extend = module.extension(config if config is not None else saved, workdir)
+  artifacts.write_marker(workdir, stage, fp, extend)
+  return extend[1]
+
+
 def metrics_table(workdir, ks=(5, 10, 20)):
   """Markdown table of the run's metrics; baselines are labelled as such, never as PRORec."""
   rows = []

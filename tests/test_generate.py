@@ -1,14 +1,17 @@
 """Stage II training: sharded step == single-device step, end-to-end train + eval, exact resume."""
+import importlib.util
 import json
 import os
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
 
 from configs import prorec
+from conftest import REPO
 from prorec_jax import artifacts
 from prorec_jax import codes as codes_lib
 from prorec_jax import evaluate
@@ -163,6 +166,44 @@ def test_only_max_epochs_and_patience_are_limits_and_only_under_a_constant_sched
   with odd.unlocked():  # epoch 3 validated out of turn: a longer run would not have done that
     odd.generate.optim.update(max_epochs=3, eval_every=2)
   assert set(generate.extension(odd, workdir)[1]) == {"generate.optim.patience"}
+
+
+def test_a_stage_from_before_extensions_can_be_adopted_when_its_config_matches(tmp_path):
+  short, longer = _config(), _config()
+  with longer.unlocked():
+    longer.generate.optim.max_epochs = 4
+  wd = _workdir(tmp_path, short)
+  artifacts.save_json(os.path.join(wd, "config.json"), short.to_dict())
+  fp = generate.fingerprint(short, wd)
+  artifacts.mark_done(wd, "train", fp)
+  with open(os.path.join(wd, "train", ".fingerprint"), "w") as f:
+    f.write(fp)  # the bare marker of a stage that ran before extensions existed
+  os.makedirs(os.path.join(wd, "train", "checkpoints"))
+  artifacts.save_json(os.path.join(wd, "config.json"), longer.to_dict())
+  with pytest.raises(ValueError, match="changed its config"):  # not the finished run's config
+    pipeline.adopt_for_extension(wd, "train")
+  with pytest.raises(ValueError, match="only the training stages"):
+    pipeline.adopt_for_extension(wd, "eval")
+  artifacts.save_json(os.path.join(wd, "config.json"), short.to_dict())
+  assert pipeline.adopt_for_extension(wd, "train")["generate.optim.max_epochs"] == 2
+  artifacts.start(wd, "train", generate.fingerprint(longer, wd), generate.extension(longer, wd))
+  assert os.path.isdir(os.path.join(wd, "train", "checkpoints"))  # extended, not retrained
+
+
+def test_adopt_script_brings_an_old_config_up_to_the_current_fields():
+  spec = importlib.util.spec_from_file_location(
+      "adopt", os.path.join(REPO, "benchmarks", "adopt_for_extension.py"))
+  adopt = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(adopt)
+  saved = _config().to_dict()
+  del saved["generate"]["optim"]["schedule"]  # a run from before the field existed
+  saved["generate"]["optim"]["lr"] = 0.5
+  up = adopt.upgraded(ml_collections.ConfigDict(saved))
+  assert up.generate.optim.schedule == "constant" and up.generate.optim.lr == 0.5
+  assert up.generate.optim.max_epochs == 2  # the saved value, not the dataset default
+  saved["generate"]["optim"]["momentum"] = 0.9
+  with pytest.raises(ValueError, match="does not know"):
+    adopt.upgraded(ml_collections.ConfigDict(saved))
 
 
 @pytest.mark.slow
