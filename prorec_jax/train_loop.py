@@ -58,7 +58,8 @@ def limits(optim, prefix):
   it is a multiple of ``eval_every``: otherwise ``fit`` validates at the last epoch out of turn,
   which a longer run would not do, and that validation may pick the best epoch."""
   out = {f"{prefix}.patience": int(optim.patience)}
-  if optim.schedule == "constant" and optim.max_epochs % optim.get("eval_every", 1) == 0:
+  constant = optim.get("schedule", "constant") == "constant"  # configs from before the field
+  if constant and optim.max_epochs % optim.get("eval_every", 1) == 0:
     out[f"{prefix}.max_epochs"] = int(optim.max_epochs)
   return out
 
