@@ -141,6 +141,36 @@ def ablation_table(records, dataset="beauty"):
                  "R@10 / N@10 vs reference"], rows)
 
 
+def seed_spread_table(records):
+  """Mean ± sample std over seeds for every configuration (dataset, variant, ablation, overrides)
+  run with two or more seeds: the noise floor a single-seed comparison has to clear."""
+  groups = {}
+  for r in _finished(records):
+    key = (r["dataset"], r.get("variant", "paper"), r["label"], tuple(r.get("overrides", [])))
+    groups.setdefault(key, []).append(r)
+  rows = []
+  for (ds, variant, label, over), runs in sorted(groups.items()):
+    seeds = sorted(r["seed"] for r in runs)
+    if len(set(seeds)) < 2:
+      continue
+    if len(set(seeds)) < len(seeds):
+      raise ValueError(f"{ds} {label} {list(over)} has two records of one seed: "
+                       f"{sorted(r['file'] for r in runs)}; keep one")
+    cells = []
+    for split, c in (("test", "recall@10"), ("test", "ndcg@10"), ("test", "recall@20"),
+                     ("test", "ndcg@20"), ("valid", "ndcg@10")):
+      m, s = _mean_std([r["results"][split][c] for r in runs])
+      cells.append(f"{m:.4f} ± {s:.4f} ({100 * s / m:.1f}%)")
+    rows.append([ds, label, ", ".join(f"`{o}`" for o in over) or "defaults",
+                 ", ".join(map(str, seeds)), ", ".join(_epochs(r, "reused") for r in
+                                                       sorted(runs, key=lambda r: r["seed"]))]
+                + cells)
+  if not rows:
+    return "No configuration has been run with two or more seeds yet."
+  return _table(["dataset", "variant", "overrides", "seeds", "Stage II epochs (best)",
+                 "test R@10", "test N@10", "test R@20", "test N@20", "valid N@10"], rows)
+
+
 def speed_table(records):
   stages = ("data", "embed", "align", "codes", "train", "eval", "analyze")
   rows = []
@@ -295,6 +325,10 @@ def render(all_records):
       "The last column compares a run with the one it differs from in one thing: an ablation with "
       "the PRORec run of the same seed and overrides, a PRORec run with overrides with the default "
       "run of its seed (relative change of test R@10 / N@10).", ablation_table(records),
+      "### Seed spread",
+      "Mean ± sample standard deviation over seeds (relative std in brackets) of every "
+      "configuration run with more than one seed; the seed changes every stage (Stage I, k-means, "
+      "Stage II).", seed_spread_table(records),
       "### Stage I: the DIN alone as a recommender", stage1_table(records),
       "### Wall time per stage", speed_table(records),
       "### Semantic dominance", dominance_table(records),

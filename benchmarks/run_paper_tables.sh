@@ -4,7 +4,7 @@
 # then rebuilds the tables. On the 2-core development CPU a full Beauty run takes ~1.5 hours (Yelp
 # ~3), a Stage-II-only ablation (--reuse) ~1.2 hours, ~50 minutes with history buckets: run a
 # subset with e.g. `bash run_paper_tables.sh main`
-# (parts: main seeds dominance ablations extensions speed diagnostics buckets).
+# (parts: main seeds dominance ablations extensions speed diagnostics buckets seeds_buckets).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -74,7 +74,14 @@ buckets() {  # not in the paper: Stage II with history buckets, then the ablatio
   done
 }
 
-for part in "${@:-main seeds dominance ablations extensions speed diagnostics buckets}"; do
+seeds_buckets() {  # the seed spread under the buckets, against which the bucketed ablations read
+  for s in 1 2; do  # seed 0 is the buckets part's reference run
+    bench --dataset=beauty --seed=$s --reuse=$RUNS/beauty "--set=generate.optim.history_buckets=[4,8,12]" \
+      --workdir=$RUNS/beauty_buckets_seed$s --out=$OUT/pipeline_beauty_buckets_seed$s.json
+  done
+}
+
+for part in "${@:-main seeds dominance ablations extensions speed diagnostics buckets seeds_buckets}"; do
   for p in $part; do $p; done
 done
 "$PY" benchmarks/report.py --write BENCHMARKS.md

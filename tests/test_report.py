@@ -152,3 +152,18 @@ def test_speed_table_marks_a_resumed_train_stage(tmp_path):
           if l.startswith("| r.json |") or l.startswith("| s.json |")}
   assert "60 s (resumed after epoch 12; all epochs 4000 s)" in rows["| r.json"]
   assert "(resumed)" in rows["| r.json"] and "resumed" not in rows["| s.json"]
+
+
+def test_seed_spread_groups_runs_by_configuration(tmp_path):
+  buck = ["generate.optim.history_buckets=[4,8,12]"]
+  recs = [dict(_record(s, r10), file=f"b{s}.json", overrides=buck)
+          for s, r10 in ((0, 0.05), (1, 0.06), (2, 0.07))]
+  recs += [dict(_record(0, 0.5), file="d0.json"),  # a single seed: no spread row
+           dict(_record(0, 0.2, "no_ikd"), file="n0.json", overrides=buck)]
+  text = report.seed_spread_table(recs)
+  rows = [l for l in text.splitlines() if l.startswith("| beauty")]
+  assert len(rows) == 1 and "| 0, 1, 2 |" in rows[0] and "history_buckets" in rows[0]
+  assert "0.0600 ± 0.0100 (16.7%)" in rows[0]
+  with pytest.raises(ValueError, match="two records of one seed"):
+    report.seed_spread_table(recs + [dict(_record(1, 0.06), file="x.json", overrides=buck)])
+  assert "No configuration" in report.seed_spread_table(recs[:1])
