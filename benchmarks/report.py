@@ -287,6 +287,25 @@ def gap_table(records):
                 rows)
 
 
+def code_structure_table(records):
+  recs = [r for r in records if r.get("kind") == "code_structure"]
+  if not recs:
+    return "No code-structure records yet."
+  rows = []
+  for r in recs:
+    for row in r["rows"]:
+      t, s2 = row["test"], row.get("stage2_test")
+      rows.append([r["file"], row["label"], f"`{row['workdir']}`",
+                   f"{row['codes_method']} on {row['codes_input']} ({row['fusion']})",
+                   row["first_level_clusters"], f"{t['level1_bits']:.3f}",
+                   f"{row['valid']['level1_bits']:.3f}",
+                   f"{t['code_markov']['recall@10']:.4f} / {t['code_markov']['ndcg@10']:.4f}",
+                   f"{s2['recall@10']:.4f} / {s2['ndcg@10']:.4f}" if s2 else "-", r["commit"]])
+  return _table(["record", "run", "workdir", "codes", "first-level clusters",
+                 "level-1 bits (test)", "level-1 bits (valid)", "code-Markov test R@10 / N@10",
+                 "Stage II test R@10 / N@10", "commit"], rows)
+
+
 def buckets_table(records):
   recs = [r for r in records if r.get("kind") == "history_buckets"]
   if not recs:
@@ -339,6 +358,11 @@ def render(all_records):
       "### PRORec against the Markov chain by kind of test pair (and memory_first, not in the paper)",
       gap_table(all_records),
       "### Stage II training with history buckets (speed only)", buckets_table(all_records),
+      "### What the first code level says about the next item (no Stage II)",
+      "Held-out mutual information between the first code token of a test pair's query item and "
+      "of its target, and a recommender that knows only first tokens and popularity "
+      "(`prorec_jax/code_structure.py`); beside each run's Stage II result when it has one.",
+      code_structure_table(all_records),
       END])
 
 

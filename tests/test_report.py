@@ -167,3 +167,17 @@ def test_seed_spread_groups_runs_by_configuration(tmp_path):
   with pytest.raises(ValueError, match="two records of one seed"):
     report.seed_spread_table(recs + [dict(_record(1, 0.06), file="x.json", overrides=buck)])
   assert "No configuration" in report.seed_spread_table(recs[:1])
+
+
+def test_code_structure_table_has_a_row_per_run(tmp_path):
+  m = {c: 0.05 for c in report.COLS}
+  side = dict(level1_bits=0.7, code_markov=m)
+  row = dict(label="prorec", workdir="/w", fusion="prorec", codes_method="hkm",
+             codes_input="integrated", first_level_clusters=256, valid=side, test=side)
+  rec = dict(kind="code_structure", dataset="beauty", users=9, commit="abc", command="bench",
+             rows=[dict(row, stage2_test=dict(m, **{"recall@10": 0.06})),
+                   dict(row, label="mapped")])
+  (tmp_path / "cs.json").write_text(json.dumps(rec))
+  text = report.render(report.load_records(str(tmp_path)))
+  rows = [l for l in text.splitlines() if l.startswith("| cs.json")]
+  assert len(rows) == 2 and "0.0600 / 0.0500" in rows[0] and rows[1].endswith("| - | abc |")

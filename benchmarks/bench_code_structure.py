@@ -1,0 +1,89 @@
+"""How much each run's code table says about the next item before Stage II, beside what its Stage II
+reached (prorec_jax/code_structure.py).
+
+  .venv/bin/python benchmarks/bench_code_structure.py \
+      --runs=prorec:/tmp/pipe_beauty,semantic_only:/tmp/prorec_runs/beauty_semantic_only_buckets \
+      --out=benchmarks/results/code_structure_beauty.json
+
+Each run needs a finished codes stage; all runs must hold the same data. The Stage II columns come
+from a run's eval/results.json when it has one. Seconds on the CPU: no model is run.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+from prorec_jax import artifacts  # noqa: E402
+from prorec_jax import code_structure  # noqa: E402
+from prorec_jax import evaluate  # noqa: E402
+from prorec_jax import metrics  # noqa: E402
+from prorec_jax import pipeline  # noqa: E402
+from prorec_jax.data import dataset as dataset_lib  # noqa: E402
+
+HOLDOUT = dict(valid=2, test=1)
+
+
+def parse_runs(text):
+  runs = []
+  for part in filter(None, text.split(",")):
+    label, sep, workdir = part.partition(":")
+    if not sep or not label or not workdir:
+      raise ValueError(f"--runs entry {part!r} is not label:workdir")
+    runs.append((label, workdir))
+  if not runs:
+    raise ValueError("--runs is empty")
+  return runs
+
+
+def measure(label, workdir, ds):
+  codes_path = os.path.join(workdir, "codes", "codes.npy")
+  if not os.path.exists(codes_path):
+    raise FileNotFoundError(f"{codes_path} missing; run --stage=codes in {workdir}")
+  codes = np.load(codes_path)
+  config = pipeline.load_config(workdir)
+  row = dict(label=label, workdir=workdir, fusion=config.align.fusion,
+             codes_method=config.codes.method, codes_input=config.codes.input,
+             first_level_clusters=int(codes[1:, 0].max()) + 1)
+  for split, h in HOLDOUT.items():
+    targets = np.array([s[len(s) - h] for s in ds.sequences])
+    row[split] = dict(
+        level1_bits=code_structure.level1_information(codes, ds.sequences, ds.num_items, h),
+        code_markov=metrics.from_topk(
+            code_structure.code_markov_topk(codes, ds.sequences, ds.num_items, h), targets))
+  results = os.path.join(workdir, "eval", "results.json")
+  if os.path.exists(results):
+    row["stage2_test"] = artifacts.load_json(results)["test"]
+  return row
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--runs", required=True, help="label:workdir,... (finished codes stages)")
+  ap.add_argument("--out", default="")
+  args = ap.parse_args()
+  runs = parse_runs(args.runs)
+  ds = dataset_lib.load(runs[0][1])
+  rows = []
+  for label, workdir in runs:
+    other = dataset_lib.load(workdir)
+    if other.num_items != ds.num_items or len(other.sequences) != len(ds.sequences) or not all(
+        np.array_equal(a, b) for a, b in zip(other.sequences, ds.sequences)):
+      raise ValueError(f"{workdir} holds other data than {runs[0][1]}")
+    row = measure(label, workdir, ds)
+    t = row["test"]
+    print(f"{label:16s} level-1 bits {t['level1_bits']:.3f}  code-Markov R@10 "
+          f"{t['code_markov']['recall@10']:.4f}  Stage II R@10 "
+          f"{row.get('stage2_test', {}).get('recall@10', float('nan')):.4f}", flush=True)
+    rows.append(row)
+  out = dict(kind="code_structure", dataset=pipeline.load_config(runs[0][1]).data.name,
+             users=len(ds.sequences), rows=rows, commit=evaluate.commit(short=True),
+             command=" ".join(["benchmarks/bench_code_structure.py"] + sys.argv[1:]))
+  if args.out:
+    artifacts.save_json(args.out, out)
+
+
+if __name__ == "__main__":
+  main()
