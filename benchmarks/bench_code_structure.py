@@ -6,7 +6,8 @@ reached (prorec_jax/code_structure.py).
       --out=benchmarks/results/code_structure_beauty.json
 
 Each run needs a finished codes stage; all runs must hold the same data. The Stage II columns come
-from a run's eval/results.json when it has one. Seconds on the CPU: no model is run.
+from a run's eval/results.json when its codes, train and eval stages are all current (a stage
+copied by ``--reuse`` and then made stale by a rebuilt upstream stage is left out). Seconds on the CPU: no model is run.
 """
 import argparse
 import os
@@ -53,9 +54,11 @@ def measure(label, workdir, ds):
         level1_bits=code_structure.level1_information(codes, ds.sequences, ds.num_items, h),
         code_markov=metrics.from_topk(
             code_structure.code_markov_topk(codes, ds.sequences, ds.num_items, h), targets))
-  results = os.path.join(workdir, "eval", "results.json")
-  if os.path.exists(results):
-    row["stage2_test"] = artifacts.load_json(results)["test"]
+  if all(pipeline.is_current(workdir, s) for s in ("codes", "train", "eval")):
+    row["stage2_test"] = artifacts.load_json(os.path.join(workdir, "eval", "results.json"))["test"]
+  elif os.path.exists(os.path.join(workdir, "eval", "results.json")):
+    print(f"{label}: eval/results.json is not of these codes (a stale or unfinished stage); "
+          "left out", flush=True)
   return row
 
 

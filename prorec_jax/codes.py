@@ -308,9 +308,13 @@ def check_codes(codes_NxL, tables):
   return distinct
 
 
-def run(config, workdir):
+def fingerprint(config, workdir):
   _, upstream = input_path(config, workdir)
-  fp = artifacts.fingerprint(config, ["codes", "seed"], workdir, upstream=(upstream,))
+  return artifacts.fingerprint(config, ["codes", "seed"], workdir, upstream=(upstream,))
+
+
+def run(config, workdir):
+  fp = fingerprint(config, workdir)
   out = artifacts.stage_dir(workdir, STAGE)
   if not artifacts.begin(workdir, STAGE, fp, OUTPUTS):
     return

@@ -90,6 +90,19 @@ def adopt_for_extension(workdir, stage, config=None):
   return extend[1]
 
 
+def is_current(workdir, stage):
+  """Whether ``stage`` finished with the fingerprint the workdir's config.json and its upstream
+  stages' markers give now (for the stages whose module has ``fingerprint(config, workdir)``:
+  align, codes, train, eval): false for outputs that a later upstream rerun made stale (e.g. an eval
+  stage copied by ``--reuse`` into a run whose codes were then rebuilt) or that never finished."""
+  module = importlib.import_module(STAGES[stage][0])
+  try:
+    return module.fingerprint(load_config(workdir), workdir) == artifacts.stage_fingerprint(
+        workdir, stage)
+  except FileNotFoundError:
+    return False
+
+
 def metrics_table(workdir, ks=(5, 10, 20)):
   """Markdown table of the run's metrics; baselines are labelled as such, never as PRORec."""
   rows = []

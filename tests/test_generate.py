@@ -281,3 +281,17 @@ def test_resume_is_exact(tmp_path):  # also: raising max_epochs extends a finish
   la, lb = ([json.loads(x) for x in open(os.path.join(w, "train", "train_log.jsonl"))]
             for w in (straight, resumed))
   assert la[-1]["train"] == lb[-1]["train"] and la[-1]["valid"] == lb[-1]["valid"]
+
+
+def test_a_rebuilt_upstream_stage_makes_the_downstream_outputs_stale(tmp_path):
+  config = _config()
+  wd = _workdir(tmp_path, config)
+  artifacts.save_json(os.path.join(wd, "config.json"), config.to_dict())
+  assert not pipeline.is_current(wd, "train")  # never finished
+  artifacts.mark_done(wd, "codes", codes_lib.fingerprint(config, wd))
+  artifacts.mark_done(wd, "train", generate.fingerprint(config, wd))
+  artifacts.mark_done(wd, "eval", evaluate.fingerprint(config, wd))
+  assert all(pipeline.is_current(wd, s) for s in ("codes", "train", "eval"))
+  artifacts.mark_done(wd, "codes", "rebuilt with other settings")  # e.g. a --reuse'd run
+  assert not pipeline.is_current(wd, "codes")
+  assert not pipeline.is_current(wd, "train") and not pipeline.is_current(wd, "eval")
