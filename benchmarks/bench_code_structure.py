@@ -5,7 +5,9 @@ reached (prorec_jax/code_structure.py).
       --runs=prorec:/tmp/pipe_beauty,semantic_only:/tmp/prorec_runs/beauty_semantic_only_buckets \
       --out=benchmarks/results/code_structure_beauty.json
 
-Each run needs a finished codes stage; all runs must hold the same data. The Stage II columns come
+Each run needs a codes stage that is current under its config.json (a row notes an align stage
+that finished under another align config, e.g. before fields were added); all runs must hold
+the same data. The Stage II columns come
 from a run's eval/results.json when its codes, train and eval stages are all current (a stage
 copied by ``--reuse`` and then made stale by a rebuilt upstream stage is left out). Seconds on the CPU: no model is run.
 """
@@ -18,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from prorec_jax import artifacts  # noqa: E402
+from prorec_jax import codes as codes_lib  # noqa: E402
 from prorec_jax import code_structure  # noqa: E402
 from prorec_jax import evaluate  # noqa: E402
 from prorec_jax import metrics  # noqa: E402
@@ -40,21 +43,29 @@ def parse_runs(text):
 
 
 def measure(label, workdir, ds):
-  codes_path = os.path.join(workdir, "codes", "codes.npy")
-  if not os.path.exists(codes_path):
-    raise FileNotFoundError(f"{codes_path} missing; run --stage=codes in {workdir}")
-  codes = np.load(codes_path)
   config = pipeline.load_config(workdir)
+  if not pipeline.is_current(workdir, "codes"):  # config.json would then mislabel the codes
+    raise ValueError(f"{workdir}: the codes stage is not current under its config.json; "
+                     "rerun --stage=codes there first")
+  _, upstream = codes_lib.input_path(config, workdir)
+  align_current = upstream != "align" or pipeline.is_current(workdir, "align")
+  if not align_current:  # e.g. align ran before config fields were added (with their defaults)
+    print(f"{label}: the align stage finished under another align config than config.json's; "
+          "the fusion label is config.json's", flush=True)
+  codes = np.load(os.path.join(workdir, "codes", "codes.npy"))
   row = dict(label=label, workdir=workdir, fusion=config.align.fusion,
              codes_method=config.codes.method, codes_input=config.codes.input,
-             first_level_clusters=int(codes[1:, 0].max()) + 1)
+             align_current=align_current, first_level_clusters=code_structure.num_clusters(codes))
   for split, h in HOLDOUT.items():
     targets = np.array([s[len(s) - h] for s in ds.sequences])
+    bits = code_structure.level1_information(codes, ds.sequences, ds.num_items, h)
+    chance = code_structure.chance_information(codes, ds.sequences, ds.num_items, h,
+                                               seed=config.seed)
     row[split] = dict(
-        level1_bits=code_structure.level1_information(codes, ds.sequences, ds.num_items, h),
+        level1_bits=bits, chance_bits=chance, bits_above_chance=bits - chance,
         code_markov=metrics.from_topk(
             code_structure.code_markov_topk(codes, ds.sequences, ds.num_items, h), targets))
-  if all(pipeline.is_current(workdir, s) for s in ("codes", "train", "eval")):
+  if all(pipeline.is_current(workdir, s) for s in ("train", "eval")):
     row["stage2_test"] = artifacts.load_json(os.path.join(workdir, "eval", "results.json"))["test"]
   elif os.path.exists(os.path.join(workdir, "eval", "results.json")):
     print(f"{label}: eval/results.json is not of these codes (a stale or unfinished stage); "
@@ -77,7 +88,8 @@ def main():
       raise ValueError(f"{workdir} holds other data than {runs[0][1]}")
     row = measure(label, workdir, ds)
     t = row["test"]
-    print(f"{label:16s} level-1 bits {t['level1_bits']:.3f}  code-Markov R@10 "
+    print(f"{label:16s} level-1 bits {t['level1_bits']:.3f} (chance {t['chance_bits']:.3f})  "
+          f"code-Markov R@10 "
           f"{t['code_markov']['recall@10']:.4f}  Stage II R@10 "
           f"{row.get('stage2_test', {}).get('recall@10', float('nan')):.4f}", flush=True)
     rows.append(row)

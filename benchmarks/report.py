@@ -141,16 +141,22 @@ def ablation_table(records, dataset="beauty"):
                  "R@10 / N@10 vs reference"], rows)
 
 
+def _rel(m, s):
+  return f"{100 * s / m:.1f}%" if m else "-"
+
+
 def seed_spread_table(records):
-  """Mean ± sample std over seeds for every configuration (dataset, variant, ablation, overrides)
-  run with two or more seeds: the noise floor a single-seed comparison has to clear."""
+  """Mean ± sample std over seeds for every configuration (dataset, model size, ablation,
+  overrides) run with two or more seeds: the noise floor a single-seed comparison has to clear."""
   groups = {}
   for r in _finished(records):
-    key = (r["dataset"], r.get("variant", "paper"), r["label"], tuple(r.get("overrides", [])))
+    key = (r["dataset"], r.get("variant", "paper"), r["label"],
+           tuple(sorted(r.get("overrides", []))))
     groups.setdefault(key, []).append(r)
   rows = []
   for (ds, variant, label, over), runs in sorted(groups.items()):
-    seeds = sorted(r["seed"] for r in runs)
+    runs = sorted(runs, key=lambda r: r["seed"])
+    seeds = [r["seed"] for r in runs]
     if len(set(seeds)) < 2:
       continue
     if len(set(seeds)) < len(seeds):
@@ -160,15 +166,15 @@ def seed_spread_table(records):
     for split, c in (("test", "recall@10"), ("test", "ndcg@10"), ("test", "recall@20"),
                      ("test", "ndcg@20"), ("valid", "ndcg@10")):
       m, s = _mean_std([r["results"][split][c] for r in runs])
-      cells.append(f"{m:.4f} ± {s:.4f} ({100 * s / m:.1f}%)")
-    rows.append([ds, label, ", ".join(f"`{o}`" for o in over) or "defaults",
-                 ", ".join(map(str, seeds)), ", ".join(_epochs(r, "reused") for r in
-                                                       sorted(runs, key=lambda r: r["seed"]))]
-                + cells)
+      cells.append(f"{m:.4f} ± {s:.4f} ({_rel(m, s)})")
+    rows.append([ds, variant, label, ", ".join(f"`{o}`" for o in over) or "defaults",
+                 ", ".join(map(str, seeds)), ", ".join(_epochs(r, "reused") for r in runs),
+                 ", ".join(r.get("commit", "?") for r in runs)] + cells)
   if not rows:
     return "No configuration has been run with two or more seeds yet."
-  return _table(["dataset", "variant", "overrides", "seeds", "Stage II epochs (best)",
-                 "test R@10", "test N@10", "test R@20", "test N@20", "valid N@10"], rows)
+  return _table(["dataset", "model", "run", "overrides", "seeds", "Stage II epochs (best)",
+                 "commits", "test R@10", "test N@10", "test R@20", "test N@20", "valid N@10"],
+                rows)
 
 
 def speed_table(records):
@@ -295,15 +301,19 @@ def code_structure_table(records):
   for r in recs:
     for row in r["rows"]:
       t, s2 = row["test"], row.get("stage2_test")
-      rows.append([r["file"], row["label"], f"`{row['workdir']}`",
-                   f"{row['codes_method']} on {row['codes_input']} ({row['fusion']})",
-                   row["first_level_clusters"], f"{t['level1_bits']:.3f}",
-                   f"{row['valid']['level1_bits']:.3f}",
+      rows.append([r["file"], r["dataset"], row["label"], f"`{row['workdir']}`",
+                   f"{row['codes_method']} on {row['codes_input']} ({row['fusion']}"
+                   + ("" if row.get("align_current", True) else "; align under an older config")
+                   + ")",
+                   row["first_level_clusters"],
+                   f"{t['level1_bits']:.3f} / {t['chance_bits']:.3f} / "
+                   f"**{t['bits_above_chance']:.3f}**",
+                   f"{row['valid']['bits_above_chance']:.3f}",
                    f"{t['code_markov']['recall@10']:.4f} / {t['code_markov']['ndcg@10']:.4f}",
                    f"{s2['recall@10']:.4f} / {s2['ndcg@10']:.4f}" if s2 else "-", r["commit"]])
-  return _table(["record", "run", "workdir", "codes", "first-level clusters",
-                 "level-1 bits (test)", "level-1 bits (valid)", "code-Markov test R@10 / N@10",
-                 "Stage II test R@10 / N@10", "commit"], rows)
+  return _table(["record", "dataset", "run", "workdir", "codes", "first-level clusters",
+                 "test level-1 bits / chance / above chance", "valid bits above chance",
+                 "code-Markov test R@10 / N@10", "Stage II test R@10 / N@10", "commit"], rows)
 
 
 def buckets_table(records):
@@ -346,8 +356,10 @@ def render(all_records):
       "run of its seed (relative change of test R@10 / N@10).", ablation_table(records),
       "### Seed spread",
       "Mean ± sample standard deviation over seeds (relative std in brackets) of every "
-      "configuration run with more than one seed; the seed changes every stage (Stage I, k-means, "
-      "Stage II).", seed_spread_table(records),
+      "configuration run with more than one seed. The seed changes every stage (Stage I, "
+      "k-means, Stage II), so this is the spread of whole pipelines; an ablation that shares its "
+      "reference's upstream stages varies less, and the difference of two single-seed runs has "
+      "about 1.4 times this spread.", seed_spread_table(records),
       "### Stage I: the DIN alone as a recommender", stage1_table(records),
       "### Wall time per stage", speed_table(records),
       "### Semantic dominance", dominance_table(records),
@@ -360,8 +372,10 @@ def render(all_records):
       "### Stage II training with history buckets (speed only)", buckets_table(all_records),
       "### What the first code level says about the next item (no Stage II)",
       "Held-out mutual information between the first code token of a test pair's query item and "
-      "of its target, and a recommender that knows only first tokens and popularity "
-      "(`prorec_jax/code_structure.py`); beside each run's Stage II result when it has one.",
+      "of its target; the chance level is the same estimate with the items' first tokens "
+      "shuffled (cluster sizes kept), and only the bits above it compare code tables. Then a "
+      "recommender that knows only first tokens and popularity (`prorec_jax/code_structure.py`),"
+      " beside each run's Stage II result when its eval stage is of these codes.",
       code_structure_table(all_records),
       END])
 

@@ -90,17 +90,23 @@ def adopt_for_extension(workdir, stage, config=None):
   return extend[1]
 
 
+CHECKABLE = ("align", "codes", "train", "eval")  # modules with fingerprint(config, workdir)
+
+
 def is_current(workdir, stage):
-  """Whether ``stage`` finished with the fingerprint the workdir's config.json and its upstream
-  stages' markers give now (for the stages whose module has ``fingerprint(config, workdir)``:
-  align, codes, train, eval): false for outputs that a later upstream rerun made stale (e.g. an eval
-  stage copied by ``--reuse`` into a run whose codes were then rebuilt) or that never finished."""
+  """Whether ``stage`` (one of ``CHECKABLE``) finished, with all its outputs, under the fingerprint
+  the workdir's config.json and its upstream stages' markers give now: false for outputs that a
+  later upstream rerun made stale (e.g. an eval stage copied by ``--reuse`` into a run whose codes
+  were then rebuilt) or that never finished."""
+  if stage not in CHECKABLE:
+    raise ValueError(f"is_current checks one of {CHECKABLE}, not {stage!r}")
   module = importlib.import_module(STAGES[stage][0])
+  config = load_config(workdir)
   try:
-    return module.fingerprint(load_config(workdir), workdir) == artifacts.stage_fingerprint(
-        workdir, stage)
-  except FileNotFoundError:
+    fp = module.fingerprint(config, workdir)
+  except FileNotFoundError:  # an upstream stage never finished
     return False
+  return artifacts.is_done(workdir, stage, fp, module.OUTPUTS)
 
 
 def metrics_table(workdir, ks=(5, 10, 20)):

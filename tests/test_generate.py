@@ -288,10 +288,19 @@ def test_a_rebuilt_upstream_stage_makes_the_downstream_outputs_stale(tmp_path):
   wd = _workdir(tmp_path, config)
   artifacts.save_json(os.path.join(wd, "config.json"), config.to_dict())
   assert not pipeline.is_current(wd, "train")  # never finished
-  artifacts.mark_done(wd, "codes", codes_lib.fingerprint(config, wd))
-  artifacts.mark_done(wd, "train", generate.fingerprint(config, wd))
-  artifacts.mark_done(wd, "eval", evaluate.fingerprint(config, wd))
+  with pytest.raises(ValueError, match="checks one of"):
+    pipeline.is_current(wd, "embed")
+  for stage, module in (("codes", codes_lib), ("train", generate), ("eval", evaluate)):
+    os.makedirs(os.path.join(wd, stage), exist_ok=True)
+    for name in module.OUTPUTS:
+      path = os.path.join(wd, stage, name)
+      if not os.path.exists(path):
+        open(path, "w").close()
+    artifacts.mark_done(wd, stage, module.fingerprint(config, wd))
   assert all(pipeline.is_current(wd, s) for s in ("codes", "train", "eval"))
+  os.remove(os.path.join(wd, "eval", "results.json"))
+  assert not pipeline.is_current(wd, "eval")  # an output is missing
+  open(os.path.join(wd, "eval", "results.json"), "w").close()
   artifacts.mark_done(wd, "codes", "rebuilt with other settings")  # e.g. a --reuse'd run
   assert not pipeline.is_current(wd, "codes")
   assert not pipeline.is_current(wd, "train") and not pipeline.is_current(wd, "eval")

@@ -163,6 +163,7 @@ def test_seed_spread_groups_runs_by_configuration(tmp_path):
   text = report.seed_spread_table(recs)
   rows = [l for l in text.splitlines() if l.startswith("| beauty")]
   assert len(rows) == 1 and "| 0, 1, 2 |" in rows[0] and "history_buckets" in rows[0]
+  assert "| paper | prorec |" in rows[0] and "| abc, abc, abc |" in rows[0]
   assert "0.0600 ± 0.0100 (16.7%)" in rows[0]
   with pytest.raises(ValueError, match="two records of one seed"):
     report.seed_spread_table(recs + [dict(_record(1, 0.06), file="x.json", overrides=buck)])
@@ -171,7 +172,7 @@ def test_seed_spread_groups_runs_by_configuration(tmp_path):
 
 def test_code_structure_table_has_a_row_per_run(tmp_path):
   m = {c: 0.05 for c in report.COLS}
-  side = dict(level1_bits=0.7, code_markov=m)
+  side = dict(level1_bits=0.7, chance_bits=0.2, bits_above_chance=0.5, code_markov=m)
   row = dict(label="prorec", workdir="/w", fusion="prorec", codes_method="hkm",
              codes_input="integrated", first_level_clusters=256, valid=side, test=side)
   rec = dict(kind="code_structure", dataset="beauty", users=9, commit="abc", command="bench",
@@ -181,3 +182,4 @@ def test_code_structure_table_has_a_row_per_run(tmp_path):
   text = report.render(report.load_records(str(tmp_path)))
   rows = [l for l in text.splitlines() if l.startswith("| cs.json")]
   assert len(rows) == 2 and "0.0600 / 0.0500" in rows[0] and rows[1].endswith("| - | abc |")
+  assert "0.700 / 0.200 / **0.500**" in rows[0]
