@@ -11,7 +11,18 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 DATA_ROOT = os.path.join(REPO, "..", "shared", "data")
 
+import importlib.util  # noqa: E402
+
 import pytest  # noqa: E402
+
+
+def load_script(relpath):
+  """A script outside the package (e.g. ``benchmarks/report.py``) imported as a module."""
+  name = os.path.splitext(os.path.basename(relpath))[0]
+  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, relpath))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def pytest_configure(config):

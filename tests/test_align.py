@@ -1,5 +1,4 @@
 """Stage I: sharded step, checkpoints, NaN handling, every fusion variant, resume, learning."""
-import importlib.util
 import json
 import os
 
@@ -9,7 +8,7 @@ import numpy as np
 import pytest
 
 from configs import prorec
-from conftest import REPO
+from conftest import load_script
 from prorec_jax import align
 from prorec_jax import artifacts
 from prorec_jax import checkpoint
@@ -241,11 +240,7 @@ def test_bad_semantic_inputs(tmp_path):
 
 
 def _bench_gap():
-  spec = importlib.util.spec_from_file_location(
-      "bench_gap", os.path.join(REPO, "benchmarks", "bench_gap_breakdown.py"))
-  bench = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(bench)
-  return bench
+  return load_script("benchmarks/bench_gap_breakdown.py")
 
 
 def test_gap_breakdown_restores_the_best_din_exactly(prorec_run):

@@ -1,13 +1,12 @@
 """code_structure: the first code level's transition information and the code-Markov recommender,
 on sequences whose clusters follow a planted cycle; and the bench script end to end."""
-import importlib.util
 import json
 import os
 
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import load_script
 from prorec_jax import code_structure
 from prorec_jax import metrics
 
@@ -98,11 +97,7 @@ def test_bad_input_is_rejected():
 
 
 def _bench():
-  spec = importlib.util.spec_from_file_location(
-      "bench_code_structure", os.path.join(REPO, "benchmarks", "bench_code_structure.py"))
-  bench = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(bench)
-  return bench
+  return load_script("benchmarks/bench_code_structure.py")
 
 
 def _finish(wd, stage, module, config):

@@ -1,6 +1,5 @@
 """gap_analysis: buckets, per-bucket metrics, overlap and memory_first; and the bench script end to
 end on a run whose model is the Markov chain."""
-import importlib.util
 import json
 import os
 import sys
@@ -9,7 +8,7 @@ import numpy as np
 import pytest
 
 from configs import prorec
-from conftest import REPO
+from conftest import load_script
 from prorec_jax import artifacts
 from prorec_jax import baselines
 from prorec_jax import gap_analysis
@@ -89,10 +88,7 @@ def test_bench_script_on_a_run_whose_model_is_the_markov_chain(tmp_path):
   for split, h in (("valid", 2), ("test", 1)):
     artifacts.save_npy(os.path.join(wd, "eval", f"topk_{split}.npy"), baselines.recommend(
         ds.sequences, ds.num_items, h, "markov", 20, fit_holdout=2).astype(np.int32))
-  spec = importlib.util.spec_from_file_location(
-      "bench_gap", os.path.join(REPO, "benchmarks", "bench_gap_breakdown.py"))
-  bench = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(bench)
+  bench = load_script("benchmarks/bench_gap_breakdown.py")
   out = tmp_path / "gap.json"
   argv, sys.argv = sys.argv, ["bench_gap_breakdown.py", f"--workdir={wd}", f"--out={out}"]
   try:

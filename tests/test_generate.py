@@ -1,5 +1,4 @@
 """Stage II training: sharded step == single-device step, end-to-end train + eval, exact resume."""
-import importlib.util
 import json
 import os
 
@@ -11,7 +10,7 @@ import optax
 import pytest
 
 from configs import prorec
-from conftest import REPO
+from conftest import load_script
 from prorec_jax import artifacts
 from prorec_jax import codes as codes_lib
 from prorec_jax import evaluate
@@ -191,10 +190,7 @@ def test_a_stage_from_before_extensions_can_be_adopted_when_its_config_matches(t
 
 
 def test_adopt_script_brings_an_old_config_up_to_the_current_fields():
-  spec = importlib.util.spec_from_file_location(
-      "adopt", os.path.join(REPO, "benchmarks", "adopt_for_extension.py"))
-  adopt = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(adopt)
+  adopt = load_script("benchmarks/adopt_for_extension.py")
   saved = _config().to_dict()
   del saved["generate"]["optim"]["schedule"]  # a run from before the field existed
   saved["generate"]["optim"]["lr"] = 0.5

@@ -1,17 +1,12 @@
 """benchmarks/report.py: tables come from the records (mean/std over seeds), and --write replaces
 only its own section."""
-import importlib.util
 import json
-import os
 
 import pytest
 
-from conftest import REPO
+from conftest import load_script
 
-_spec = importlib.util.spec_from_file_location(
-    "report", os.path.join(REPO, "benchmarks", "report.py"))
-report = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(report)
+report = load_script("benchmarks/report.py")
 
 
 def _record(seed, r10, label="prorec", reuse=""):
