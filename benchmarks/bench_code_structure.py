@@ -7,9 +7,9 @@ reached (prorec_jax/code_structure.py).
 
 Each run needs a codes stage that is current under its config.json (a row notes an align stage
 that finished under another align config, e.g. before fields were added); all runs must hold
-the same data. The Stage II columns come
-from a run's eval/results.json when its codes, train and eval stages are all current (a stage
-copied by ``--reuse`` and then made stale by a rebuilt upstream stage is left out). Seconds on the CPU: no model is run.
+the same data. The Stage II columns come from a run's eval/results.json when its codes, train
+and eval stages are all current (a stage copied by ``--reuse`` and then made stale by a rebuilt
+upstream stage is left out). No model is run: about a minute per Beauty run on the 2-core CPU.
 """
 import argparse
 import os
