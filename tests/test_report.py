@@ -6,11 +6,12 @@ import pytest
 
 from conftest import load_script
 
-report = load_script("benchmarks/report.py")
+report = load_script("benchmarks/report.py")  # puts benchmarks/ on sys.path
+import report_paper as paper  # noqa: E402
 
 
 def _record(seed, r10, label="prorec", reuse=""):
-  m = {c: 0.1 for c in report.COLS}
+  m = {c: 0.1 for c in paper.COLS}
   m["recall@10"] = r10
   return dict(dataset="beauty", label=label, seed=seed, reuse=reuse, overrides=[], commit="abc",
               machine=dict(cpu="cpu", cores=2, jax="0"), stage_seconds={"train": 60.0},
@@ -43,13 +44,13 @@ def test_main_row_takes_only_default_runs_once_per_seed(tmp_path):
   over = _record(1, 0.9)
   over["overrides"] = ["generate.ikd=False"]
   recs = [dict(_record(0, 0.08), file="a.json"), dict(over, file="b.json")]
-  assert [r["file"] for r in report.main_runs(recs, "beauty")] == ["a.json"]
+  assert [r["file"] for r in paper.main_runs(recs, "beauty")] == ["a.json"]
   with pytest.raises(ValueError, match="two default records"):
-    report.main_runs(recs + [dict(_record(0, 0.09), file="c.json")], "beauty")
+    paper.main_runs(recs + [dict(_record(0, 0.09), file="c.json")], "beauty")
 
 
 def test_fit_gap_table_has_a_row_per_split(tmp_path):
-  m = {c: 0.0 for c in report.COLS}
+  m = {c: 0.0 for c in paper.COLS}
   rec = dict(kind="fit_gap", workdir="/w", users=8, beam=20, commit="abc", command="bench_fit_gap",
              metrics={"train": dict(m, **{"recall@10": 0.13}), "valid": m, "test": m})
   (tmp_path / "fit.json").write_text(json.dumps(rec))
@@ -60,7 +61,7 @@ def test_fit_gap_table_has_a_row_per_split(tmp_path):
 
 
 def test_stage1_table_lists_runs_that_trained_a_din(tmp_path):
-  m = {c: 0.0 for c in report.COLS}
+  m = {c: 0.0 for c in paper.COLS}
   din = dict(_record(0, 0.08), align=dict(fusion="collab_only", epochs=5, best_epoch=3,
                                           eval_users=64, test=dict(m, **{"recall@10": 0.0547}),
                                           valid=m))
@@ -86,7 +87,7 @@ def test_gap_table_has_a_row_per_bucket_and_the_overlap(tmp_path):
 
 
 def test_main_table_takes_baselines_from_their_own_record(tmp_path):
-  m = {c: 0.1 for c in report.COLS}
+  m = {c: 0.1 for c in paper.COLS}
   run = _record(0, 0.06)
   run["results"]["baselines"] = dict(markov=dict(test=dict(m, **{"recall@10": 0.0753})))
   (tmp_path / "run.json").write_text(json.dumps(run))
@@ -109,7 +110,7 @@ def test_runs_are_compared_with_the_run_that_differs_in_one_thing(tmp_path):
   runs[1]["overrides"] = runs[2]["overrides"] = ["generate.optim.history_buckets=[4,8,12]"]
   for i, r in enumerate(runs):
     (tmp_path / f"r{i}.json").write_text(json.dumps(r))
-  table = report.ablation_table(report.load_records(str(tmp_path)))
+  table = paper.ablation_table(report.load_records(str(tmp_path)))
   no_ikd = next(l for l in table.splitlines() if l.startswith("| no_ikd"))
   assert no_ikd.endswith("| -25.0% / +0.0% |")  # against 0.08 (bucketed), not 0.10 (default)
   bucketed = next(l for l in table.splitlines() if "| 0.0800 |" in l and l.startswith("| prorec"))
@@ -155,18 +156,18 @@ def test_seed_spread_groups_runs_by_configuration(tmp_path):
           for s, r10 in ((0, 0.05), (1, 0.06), (2, 0.07))]
   recs += [dict(_record(0, 0.5), file="d0.json"),  # a single seed: no spread row
            dict(_record(0, 0.2, "no_ikd"), file="n0.json", overrides=buck)]
-  text = report.seed_spread_table(recs)
+  text = paper.seed_spread_table(recs)
   rows = [l for l in text.splitlines() if l.startswith("| beauty")]
   assert len(rows) == 1 and "| 0, 1, 2 |" in rows[0] and "history_buckets" in rows[0]
   assert "| paper | prorec |" in rows[0] and "| abc, abc, abc |" in rows[0]
   assert "0.0600 ± 0.0100 (16.7%)" in rows[0]
   with pytest.raises(ValueError, match="two records of one seed"):
-    report.seed_spread_table(recs + [dict(_record(1, 0.06), file="x.json", overrides=buck)])
-  assert "No configuration" in report.seed_spread_table(recs[:1])
+    paper.seed_spread_table(recs + [dict(_record(1, 0.06), file="x.json", overrides=buck)])
+  assert "No configuration" in paper.seed_spread_table(recs[:1])
 
 
 def test_code_structure_table_has_a_row_per_run(tmp_path):
-  m = {c: 0.05 for c in report.COLS}
+  m = {c: 0.05 for c in paper.COLS}
   side = dict(level1_bits=0.7, chance_bits=0.2, bits_above_chance=0.5, code_markov=m)
   row = dict(label="prorec", workdir="/w", fusion="prorec", codes_method="hkm",
              codes_input="integrated", first_level_clusters=256, valid=side, test=side)
@@ -178,3 +179,19 @@ def test_code_structure_table_has_a_row_per_run(tmp_path):
   rows = [l for l in text.splitlines() if l.startswith("| cs.json")]
   assert len(rows) == 2 and "0.0600 / 0.0500" in rows[0] and rows[1].endswith("| - | abc |")
   assert "0.700 / 0.200 / **0.500**" in rows[0]
+
+
+def test_main_table_gives_batching_only_runs_their_own_row():
+  buck = ["generate.optim.history_buckets=[4,8,12]"]
+  recs = [dict(_record(0, 0.06), file="d0.json")]
+  recs += [dict(_record(s, r10), file=f"b{s}.json", overrides=buck)
+           for s, r10 in ((2, 0.07), (0, 0.05), (1, 0.06))]
+  recs += [dict(_record(0, 0.9), file="e.json", overrides=buck + ["generate.optim.max_epochs=64"]),
+           dict(_record(0, 0.8, "no_ikd"), file="n.json", overrides=buck)]
+  rows = [l for l in paper.main_table(recs).splitlines() if l.startswith("| beauty | PRORec-JAX")]
+  assert len(rows) == 2  # a longer budget or an ablation is not a main-table run
+  assert "| 0 |" in rows[0] and "0.0600 |" in rows[0] and "±" not in rows[0].split(" | ")[6]
+  assert "history_buckets" in rows[1] and "| 0, 1, 2 |" in rows[1]
+  assert "0.0600 ± 0.0100" in rows[1] and "0.9000" not in rows[1] and "0.8000" not in rows[1]
+  with pytest.raises(ValueError, match="two `generate.optim.history_buckets"):
+    paper.main_table(recs + [dict(_record(1, 0.06), file="x.json", overrides=buck)])
