@@ -8,11 +8,7 @@ PAPER = {
     "sports": {"recall@10": 0.0471, "recall@20": 0.0710, "ndcg@10": 0.0259, "ndcg@20": 0.0319},
     "toys": {"recall@10": 0.0822, "recall@20": 0.1154, "ndcg@10": 0.0489, "ndcg@20": 0.0573},
 }
-
-
 DATASETS = ("beauty", "sports", "toys", "yelp")
-
-
 COLS = ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20")
 
 
@@ -22,12 +18,17 @@ COLS = ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20")
 BATCHING_ONLY = ("generate.optim.history_buckets=",)
 
 
+def _prorec_runs(records, dataset):
+  """Finished PRORec (no ablation) runs of ``dataset`` with the paper-size model."""
+  return [r for r in rc.finished(records) if r["dataset"] == dataset and r["label"] == "prorec"
+          and r.get("variant", "paper") == "paper"]
+
+
 def main_runs(records, dataset, overrides=()):
   """The PRORec runs of ``dataset`` with exactly ``overrides`` (default: none), no ablation,
   paper-size model; one per seed (a second record of a seed is an error, not an extra sample)."""
   want = sorted(overrides)
-  runs = [r for r in rc.finished(records) if r["dataset"] == dataset and r["label"] == "prorec"
-          and sorted(r.get("overrides", [])) == want and r.get("variant", "paper") == "paper"]
+  runs = [r for r in _prorec_runs(records, dataset) if sorted(r.get("overrides", [])) == want]
   seen = {}
   for r in runs:
     if r["seed"] in seen:
@@ -40,9 +41,8 @@ def main_runs(records, dataset, overrides=()):
 
 def batching_configs(records, dataset):
   """The override sets of ``dataset``'s PRORec runs whose every override is batching-only."""
-  return sorted({tuple(sorted(r["overrides"])) for r in rc.finished(records)
-                 if r["dataset"] == dataset and r["label"] == "prorec" and r.get("overrides")
-                 and r.get("variant", "paper") == "paper"
+  return sorted({tuple(sorted(r["overrides"])) for r in _prorec_runs(records, dataset)
+                 if r.get("overrides")
                  and all(o.startswith(BATCHING_ONLY) for o in r["overrides"])})
 
 
