@@ -16,7 +16,7 @@ sys.path.insert(0, HERE)  # the table modules beside this script, also when test
 import report_diagnostics as diag  # noqa: E402
 from report_common import load_records  # noqa: E402
 from report_paper import (ablation_table, dominance_table, dual_table, main_table,  # noqa: E402
-                          seed_spread_table, speed_table)
+                          quantizer_table, seed_spread_table, speed_table)
 
 BEGIN, END = "<!-- report:begin (benchmarks/report.py) -->", "<!-- report:end -->"
 
@@ -38,6 +38,11 @@ def render(all_records):
       "The last column compares a run with the one it differs from in one thing: an ablation with "
       "the PRORec run of the same seed and overrides, a PRORec run with overrides with the default "
       "run of its seed (relative change of test R@10 / N@10).", ablation_table(records),
+      "### Quantizer and codebook size (Figure 9)",
+      "Each run differs from its K=256 hierarchical k-means reference (same seed, overrides and "
+      "Stage I) only in its code table. K is the codebook size per level; RQ-VAE's codes are "
+      "longer (3 levels and a collision suffix), so its Stage II costs more per epoch.",
+      quantizer_table(records),
       "### Seed spread",
       "Mean ± sample standard deviation over seeds (relative std in brackets) of every "
       "configuration run with more than one seed. The seed changes every stage (Stage I, "

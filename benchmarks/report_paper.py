@@ -117,6 +117,44 @@ def ablation_table(records, dataset="beauty"):
                  "R@10 / N@10 vs reference"], rows)
 
 
+# Figure 9: the quantizer, and hierarchical k-means' first-level K (prorec: K=256, the reference).
+FIGURE9 = (("random_codes", "random"), ("rqvae", "RQ-VAE"), ("k128", "hierarchical k-means"),
+           ("prorec", "hierarchical k-means"), ("k512", "hierarchical k-means"))
+
+
+def quantizer_table(records, dataset="beauty"):
+  """Figure 9 side by side: each quantizer/K run beside the PRORec run of the same seed and
+  overrides (the only thing that differs is the code table), with its code length and cost."""
+  names = dict(FIGURE9)
+  runs = [r for r in rc.finished(records) if r["dataset"] == dataset and r["label"] in names
+          and r.get("variant", "paper") == "paper"]
+  by_key = {}
+  for r in runs:
+    by_key.setdefault((r["seed"], tuple(sorted(r.get("overrides", [])))), {})[r["label"]] = r
+  rows = []
+  for (seed, over), group in sorted(by_key.items()):
+    ref = group.get("prorec")
+    if len(group) < 2 or not ref:  # a quantizer run needs its K=256 reference to compare with
+      continue
+    for label, quantizer in FIGURE9:
+      r = group.get(label)
+      if r is None:
+        continue
+      t, res = r["results"]["test"], r["results"]
+      delta = "-" if r is ref else " / ".join(
+          f"{100 * (t[c] / ref['results']['test'][c] - 1):+.1f}%" for c in ("recall@10", "ndcg@10"))
+      train = (r.get("train") or {}).get("seconds_all_epochs") or r["stage_seconds"].get("train")
+      rows.append([quantizer, res.get("k", "?"), res.get("code_length", "?"), seed,
+                   ", ".join(f"`{o}`" for o in over) or "defaults", rc.epochs(r)] +
+                  [f"{t[c]:.4f}" for c in ("recall@10", "ndcg@10", "recall@20", "ndcg@20")] +
+                  [delta, f"{train / 60:.0f} min" if train else "-", r.get("commit", "?")])
+  if not rows:
+    return f"No {dataset} quantizer or K run beside its K=256 reference yet."
+  return rc.table(["quantizer", "K", "code length", "seed", "overrides", "Stage II epochs (best)",
+                   "test R@10", "test N@10", "test R@20", "test N@20",
+                   "R@10 / N@10 vs K=256", "Stage II time", "commit"], rows)
+
+
 def seed_spread_table(records):
   """Mean ± sample std over seeds for every configuration (dataset, model size, ablation,
   overrides) run with two or more seeds: the noise floor a single-seed comparison has to clear."""

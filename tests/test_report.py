@@ -195,3 +195,20 @@ def test_main_table_gives_batching_only_runs_their_own_row():
   assert "0.0600 ± 0.0100" in rows[1] and "0.9000" not in rows[1] and "0.8000" not in rows[1]
   with pytest.raises(ValueError, match="two `generate.optim.history_buckets"):
     paper.main_table(recs + [dict(_record(1, 0.06), file="x.json", overrides=buck)])
+
+
+def test_quantizer_table_compares_each_code_table_with_its_k256_reference():
+  def run(label, r10, k, length, overrides=("b=1",)):
+    rec = dict(_record(0, r10, label), overrides=list(overrides))
+    rec["results"].update(k=k, code_length=length)
+    return rec
+  recs = [run("k512", 0.05, 512, 2), run("prorec", 0.10, 256, 2), run("rqvae", 0.12, 256, 4),
+          run("prorec", 0.20, 256, 2, ()),  # another reference: must not be compared with
+          run("k128", 0.07, 128, 2, ("b=2",)),  # no reference under its overrides: left out
+          run("no_ikd", 0.09, 256, 2)]  # not a quantizer ablation
+  rows = [l.strip("| ").split(" | ") for l in paper.quantizer_table(recs).splitlines()[2:]]
+  assert [(r[0], r[1], r[2]) for r in rows] == [
+      ("RQ-VAE", "256", "4"), ("hierarchical k-means", "256", "2"),
+      ("hierarchical k-means", "512", "2")]
+  assert [r[10] for r in rows] == ["+20.0% / +0.0%", "-", "-50.0% / +0.0%"]
+  assert paper.quantizer_table(recs[3:]).startswith("No beauty")  # nothing comparable: no table
