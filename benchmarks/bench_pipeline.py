@@ -95,6 +95,14 @@ def _load(path):
     return json.load(f)
 
 
+def upstream_digests(workdir, stages_run):
+  """Content digest of every finished stage this run consumes but does not run (copied by
+  --reuse or left from an earlier run): ablations that share a Stage I show the same digest."""
+  return {stage: artifacts.content_digest(os.path.join(workdir, stage)) for stage in pipeline.ORDER
+          if stage not in stages_run
+          and os.path.exists(os.path.join(workdir, stage, artifacts.DONE))}
+
+
 def main(argv):
   del argv
   config = build_config()
@@ -110,7 +118,8 @@ def main(argv):
                 variant=_VARIANT.value, overrides=list(_SET.value), commit=evaluate.commit(short=True),
                 machine=machine(), load_before=os.getloadavg(), stage_seconds={},
                 started=time.strftime("%Y-%m-%d %H:%M:%S"),
-                command=" ".join([os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:]))
+                command=" ".join([os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:]),
+                upstream=upstream_digests(workdir, _STAGES.value))
   t0 = time.time()
   for stage in _STAGES.value:
     t1 = time.time()
