@@ -95,6 +95,14 @@ def _load(path):
     return json.load(f)
 
 
+def _log(workdir, stage):
+  path = os.path.join(workdir, stage, "train_log.jsonl")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
 def upstream_digests(workdir, stages_run):
   """Content digest of every finished stage this run consumes but does not run (copied by
   --reuse or left from an earlier run): ablations that share a Stage I show the same digest."""
@@ -135,6 +143,8 @@ def main(argv):
   record["results"] = results
   record["train"] = current("train", "metrics.json")
   record["align"] = current("align", "metrics.json")
+  for stage in ("align", "train"):  # per-epoch losses, validation and time, for the narrative
+    record[f"{stage}_log"] = _log(workdir, stage) if stage in _STAGES.value else None
   record["dominance"] = current("analyze", "dominance.json")
   os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
   artifacts.save_json(_OUT.value, record)

@@ -1,4 +1,5 @@
 """benchmarks/bench_pipeline.py: a record names, by content, the stage outputs it reused."""
+import json
 import shutil
 
 import numpy as np
@@ -38,3 +39,12 @@ def test_upstream_digests_tell_identical_stage_outputs_from_rebuilt_ones(tmp_pat
   np.save(b / "align" / "integrated.npy", rebuilt)
   changed = bench.upstream_digests(str(b), ["codes"])
   assert changed["data"] == digests["data"] and changed["align"] != digests["align"]
+
+
+def test_a_stage_log_is_read_whole_and_missing_logs_are_none(tmp_path):
+  _stage(tmp_path, "train")
+  rows = [{"epoch": 1, "valid": {"ndcg@10": 0.02}}, {"epoch": 2, "valid": {"ndcg@10": 0.03}}]
+  (tmp_path / "train" / "train_log.jsonl").write_text(
+      "\n".join(json.dumps(r) for r in rows) + "\n")
+  assert bench._log(str(tmp_path), "train") == rows
+  assert bench._log(str(tmp_path), "align") is None
