@@ -39,9 +39,11 @@ def render(all_records):
       "the PRORec run of the same seed and overrides, a PRORec run with overrides with the default "
       "run of its seed (relative change of test R@10 / N@10).", ablation_table(records),
       "### Quantizer and codebook size (Figure 9)",
-      "Each run differs from its K=256 hierarchical k-means reference (same seed, overrides and "
-      "Stage I) only in its code table. K is the codebook size per level; RQ-VAE's codes are "
-      "longer (3 levels and a collision suffix), so its Stage II costs more per epoch.",
+      "Each run is compared with the K=256 hierarchical k-means run of the same seed and "
+      "overrides; both build their codes from a seed-0 Stage I of the same config, reused by "
+      "`--reuse` (a record's `upstream` digests, where present, tell whether the arrays were "
+      "bit-identical). K is the codebook size per level; RQ-VAE's codes are longer (3 levels "
+      "and a collision suffix), so its Stage II costs more per epoch.",
       quantizer_table(records),
       "### Seed spread",
       "Mean ± sample standard deviation over seeds (relative std in brackets) of every "
