@@ -64,5 +64,9 @@ def test_yelp_keys_are_zero_based(data_root):
 
 def test_movielens_is_chronological(data_root):
   ds = _read("ml100k", data_root)
-  assert ds.user_ids[:3] == ["1", "2", "3"]
+  assert ds.user_ids[:3] == ["196", "186", "22"]  # the file's first users: source order, not id order
+  with open(f"{data_root}/ml-100k/ml-100k.inter") as f:
+    rated = sorted(line.split("\t")[1] for line in list(f)[1:] if line.startswith("196\t"))
+  seq = ds.sequences[ds.user_ids.index("196")]
+  assert sorted(ds.items[i - 1].source_id for i in seq) == rated  # ids map back to MovieLens ids
   assert all(len(s) >= 20 for s in ds.sequences)

@@ -1,9 +1,10 @@
 """MovieLens-100K in RecBole's atomic format (``ml-100k.inter`` / ``ml-100k.item``).
 
 No k-core filter is applied (every user already has 20+ ratings). Each user's ratings are sorted by
-timestamp with a stable sort, so same-second ties keep file order. Users are ordered by numeric id;
-items are renumbered 1..N in order of first appearance while walking the users' sequences (the
-S3-Rec convention); ``Item.source_id`` keeps the MovieLens id.
+timestamp with a stable sort, so same-second ties keep file order. Users are in order of first
+appearance in ``ml-100k.inter`` (the source order of the interface contract; ``user_ids`` keeps the
+MovieLens id); items are renumbered 1..N in order of first appearance while walking the users'
+sequences (the S3-Rec convention); ``Item.source_id`` keeps the MovieLens id.
 """
 import collections
 import os
@@ -47,7 +48,7 @@ def read_movielens(root):
     item_meta[r["item_id"]] = (text.clean_title(r.get("movie_title")),
                                text.clean_attributes(([year] if year else []) + genres))
   new_id, sequences, user_ids = {}, [], []
-  for user in sorted(events):
+  for user in events:  # first appearance in the file (dicts keep insertion order)
     seq = sorted(events[user], key=lambda e: e[0])  # stable: ties keep file order
     sequences.append(np.array([new_id.setdefault(i, len(new_id) + 1) for _, i in seq], np.int32))
     user_ids.append(str(user))
