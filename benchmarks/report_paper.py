@@ -18,9 +18,9 @@ COLS = ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20")
 BATCHING_ONLY = ("generate.optim.history_buckets=",)
 
 
-def _prorec_runs(records, dataset):
-  """Finished PRORec (no ablation) runs of ``dataset`` with the paper-size model."""
-  return [r for r in rc.finished(records) if r["dataset"] == dataset and r["label"] == "prorec"
+def _prorec_runs(records, dataset, labels=("prorec",)):
+  """Finished runs of ``dataset`` with the paper-size model, PRORec (no ablation) by default."""
+  return [r for r in rc.finished(records) if r["dataset"] == dataset and r["label"] in labels
           and r.get("variant", "paper") == "paper"]
 
 
@@ -126,10 +126,8 @@ def quantizer_table(records, dataset="beauty"):
   """Figure 9 side by side: each quantizer/K run beside the PRORec run of the same seed and
   overrides (the only thing that differs is the code table), with its code length and cost."""
   names = dict(FIGURE9)
-  runs = [r for r in rc.finished(records) if r["dataset"] == dataset and r["label"] in names
-          and r.get("variant", "paper") == "paper"]
   by_key = {}
-  for r in runs:
+  for r in _prorec_runs(records, dataset, names):
     by_key.setdefault((r["seed"], tuple(sorted(r.get("overrides", [])))), {})[r["label"]] = r
   rows = []
   for (seed, over), group in sorted(by_key.items()):
