@@ -38,7 +38,7 @@ def test_decoder_is_causal():
   y = jax.random.normal(jax.random.key(1), (1, L + 2, 16))
   out_fn = lambda y: model.apply(params, mem, mask, y,
                                  method=seq2seq.Seq2Seq.decode_embedded)[0].sum(-1)
-  jac_SxSxW = np.asarray(jax.jacrev(out_fn)(y))[:, 0]  # d out[t] / d input[s]
+  jac_SxSxW = np.asarray(jax.jit(jax.jacrev(out_fn))(y))[:, 0]  # d out[t] / d input[s]
   for t in range(L + 2):
     assert np.abs(jac_SxSxW[t, t + 1:]).max(initial=0.0) == 0.0  # later inputs: exactly zero
     assert np.abs(jac_SxSxW[t, :t + 1]).max() > 0.0
@@ -131,8 +131,8 @@ def test_ikd_weight_zero_gives_gen_only_gradients():
   params = seq2seq.init_params(m1, 0, jnp.asarray(tok))
   sub = {"params": {k: v for k, v in params["params"].items() if k != "ikd_proj"}}
   key = jax.random.key(3)
-  (l1, aux1), g1 = jax.value_and_grad(loss_ikd, has_aux=True)(params, batch, key, consts)
-  (l0, _), g0 = jax.value_and_grad(loss_gen, has_aux=True)(sub, batch, key, consts)
+  (l1, aux1), g1 = jax.jit(jax.value_and_grad(loss_ikd, has_aux=True))(params, batch, key, consts)
+  (l0, _), g0 = jax.jit(jax.value_and_grad(loss_gen, has_aux=True))(sub, batch, key, consts)
   assert float(aux1["ikd_loss"]) > 0.0
   np.testing.assert_allclose(l1, l0, rtol=1e-6)  # the masks and sums differ in length only
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
